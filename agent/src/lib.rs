@@ -1,1 +1,14 @@
+//! underlay: converges a bare-metal Linux host into a layer-3 ECMP node.
+//!
+//! One pipeline, one direction: profile → validate → [`desired::Desired`] →
+//! observe → [`plan::plan`] (pure) → apply → verify ([`engine::run`]). Side
+//! effects live behind [`system::System`].
 
+pub mod desired;
+pub mod engine;
+pub mod observed;
+pub mod plan;
+pub mod profile;
+pub mod report;
+pub mod state;
+pub mod system;

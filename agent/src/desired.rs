@@ -1,0 +1,206 @@
+//! The validated model of what the host should look like. Built only by
+//! `profile::load`; every value here has passed validation.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use serde::{Deserialize, Serialize};
+
+pub use crate::profile::input::Encapsulation;
+pub use crate::profile::types::{Asn, IfName, MacAddr, ProtocolId, RulePriority, TableId};
+
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub hostname: String,
+    pub zone: Option<String>,
+    pub rack: Option<String>,
+    pub asn: Asn,
+    /// Marks our rules and routes (rtproto) and our addresses (IFA_PROTO).
+    pub protocol: ProtocolId,
+    pub service_ipv4: Ipv4Net,
+    pub service_ipv6: Option<Ipv6Net>,
+    pub uplinks: Vec<Uplink>,
+    pub tables: Vec<Table>,
+    /// Already expanded per address family.
+    pub rules: Vec<RuleSpec>,
+    pub pods: Pods,
+    pub sysctl_global: Vec<(SysctlKey, String)>,
+    /// Keys still holding the `{uplink}` placeholder.
+    pub sysctl_uplink: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Uplink {
+    /// Logical name ("tor-a"), stable across NIC renames.
+    pub name: String,
+    pub nic: NicMatch,
+    pub mtu: Option<u32>,
+    pub ipv4: Option<Transit<Ipv4Net, Ipv4Addr>>,
+    pub ipv6: Option<Transit<Ipv6Net, Ipv6Addr>>,
+    pub peer_asn: Asn,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transit<N, A> {
+    pub address: N,
+    pub peer: A,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum NicMatch {
+    Name(IfName),
+    Mac(MacAddr),
+}
+
+impl fmt::Display for NicMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NicMatch::Name(n) => write!(f, "name {n}"),
+            NicMatch::Mac(m) => write!(f, "mac {m}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    pub name: String,
+    pub id: TableId,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Pods {
+    pub cidrs: Vec<IpNet>,
+    pub encapsulation: Encapsulation,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+impl Family {
+    pub fn of(addr: &IpAddr) -> Family {
+        match addr {
+            IpAddr::V4(_) => Family::Ipv4,
+            IpAddr::V6(_) => Family::Ipv6,
+        }
+    }
+}
+
+/// An `ip rule` as we model it; also its identity. Rules we find with our
+/// protocol number that do not match a spec exactly are ours to delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RuleSpec {
+    pub family: Family,
+    pub priority: u32,
+    pub table: u32,
+    pub suppress_prefixlength: Option<u8>,
+}
+
+impl fmt::Display for RuleSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let fam = match self.family {
+            Family::Ipv4 => "inet",
+            Family::Ipv6 => "inet6",
+        };
+        write!(f, "{fam} pref {} lookup {}", self.priority, self.table)?;
+        if let Some(s) = self.suppress_prefixlength {
+            write!(f, " suppress_prefixlength {s}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A sysctl key as path components below /proc/sys (components may contain
+/// dots, e.g. a VLAN interface `eth0.100`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct SysctlKey(Vec<String>);
+
+impl SysctlKey {
+    /// Parses dotted notation (`net.ipv4.ip_forward`) or slash notation
+    /// (`net/ipv4/conf/eth0.100/rp_filter`).
+    pub fn parse(s: &str) -> Result<SysctlKey, String> {
+        let parts: Vec<String> = if s.contains('/') {
+            s.split('/').map(str::to_string).collect()
+        } else {
+            s.split('.').map(str::to_string).collect()
+        };
+        let valid = parts.len() >= 2
+            && parts.iter().all(|p| {
+                !p.is_empty()
+                    && p != ".."
+                    && p.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+            });
+        if valid {
+            Ok(SysctlKey(parts))
+        } else {
+            Err(format!(
+                "'{s}' is not a sysctl key; expected dotted components like net.ipv4.ip_forward"
+            ))
+        }
+    }
+
+    pub fn from_parts(parts: Vec<String>) -> SysctlKey {
+        SysctlKey(parts)
+    }
+
+    pub fn parts(&self) -> &[String] {
+        &self.0
+    }
+
+    /// Only `net.*` keys are per network namespace.
+    pub fn is_per_netns(&self) -> bool {
+        self.0.first().map(String::as_str) == Some("net")
+    }
+
+    /// The relative path below /proc/sys.
+    pub fn proc_path(&self) -> String {
+        self.0.join("/")
+    }
+}
+
+impl fmt::Display for SysctlKey {
+    /// Dotted unless a component has a dot, then the slash form sysctl.d accepts.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.iter().any(|p| p.contains('.')) {
+            f.write_str(&self.0.join("/"))
+        } else {
+            f.write_str(&self.0.join("."))
+        }
+    }
+}
+
+impl From<SysctlKey> for String {
+    fn from(k: SysctlKey) -> String {
+        k.to_string()
+    }
+}
+
+impl TryFrom<String> for SysctlKey {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        SysctlKey::parse(&s)
+    }
+}
+
+impl Desired {
+    pub fn service_addresses(&self) -> Vec<IpNet> {
+        let mut v = vec![IpNet::V4(self.service_ipv4)];
+        if let Some(v6) = self.service_ipv6 {
+            v.push(IpNet::V6(v6));
+        }
+        v
+    }
+
+    pub fn has_ipv6(&self) -> bool {
+        self.service_ipv6.is_some() || self.uplinks.iter().any(|u| u.ipv6.is_some())
+    }
+
+    pub fn table_by_name(&self, name: &str) -> Option<TableId> {
+        TableId::builtin(name).or_else(|| self.tables.iter().find(|t| t.name == name).map(|t| t.id))
+    }
+}

@@ -1,0 +1,165 @@
+//! Planning: `plan(&Target, &Observed) -> Plan`, pure and synchronous. Every
+//! resource gets one [`Item`] (ok, create, update or delete) carrying the
+//! [`Op`]s that converge it. Applying the ops and planning again must yield a
+//! plan with nothing to do; tests prove that against a fake system.
+
+mod addresses;
+mod files;
+mod links;
+mod rules;
+mod sysctls;
+pub mod target;
+
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+use crate::desired::{RuleSpec, SysctlKey};
+use crate::observed::{Observed, Scope};
+pub use target::{resolve, ResolveError, Target};
+
+/// One change to the system. Recorded by the fake system in tests; never raw
+/// netlink bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    SetLink {
+        index: u32,
+        ifname: String,
+        mtu: Option<u32>,
+        up: bool,
+    },
+    AddAddress {
+        index: u32,
+        ifname: String,
+        prefix: IpNet,
+        scope: Scope,
+        protocol: u8,
+    },
+    DelAddress {
+        index: u32,
+        ifname: String,
+        prefix: IpNet,
+    },
+    AddRule {
+        rule: RuleSpec,
+        protocol: u8,
+    },
+    DelRule {
+        rule: RuleSpec,
+        protocol: u8,
+    },
+    WriteSysctl {
+        key: SysctlKey,
+        value: String,
+    },
+    WriteFile {
+        path: PathBuf,
+        content: String,
+    },
+    RemoveFile {
+        path: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Ok,
+    Create,
+    Update,
+    Delete,
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Action::Ok => "ok",
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Delete => "delete",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    File,
+    Link,
+    Sysctl,
+    Address,
+    Rule,
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kind::File => "file",
+            Kind::Link => "link",
+            Kind::Sysctl => "sysctl",
+            Kind::Address => "address",
+            Kind::Rule => "rule",
+        })
+    }
+}
+
+/// One resource: what it is, what happens to it, and the ops that do it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Item {
+    pub kind: Kind,
+    pub id: String,
+    pub action: Action,
+    pub before: Option<String>,
+    pub after: Option<String>,
+    #[serde(skip)]
+    pub ops: Vec<Op>,
+}
+
+impl Item {
+    fn ok(kind: Kind, id: String, state: String) -> Item {
+        Item {
+            kind,
+            id,
+            action: Action::Ok,
+            before: Some(state.clone()),
+            after: Some(state),
+            ops: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub items: Vec<Item>,
+}
+
+impl Plan {
+    pub fn changes(&self) -> impl Iterator<Item = &Item> {
+        self.items.iter().filter(|i| i.action != Action::Ok)
+    }
+
+    pub fn is_converged(&self) -> bool {
+        self.changes().next().is_none()
+    }
+
+    pub fn ops(&self) -> impl Iterator<Item = &Op> {
+        self.items.iter().flat_map(|i| i.ops.iter())
+    }
+}
+
+/// Compares the target with what is there. Only objects we own (by protocol
+/// number, IFA_PROTO or the state file) are ever deleted.
+pub fn plan(t: &Target, o: &Observed) -> Plan {
+    let mut items = Vec::new();
+    items.extend(files::plan_files(t, o));
+    items.extend(links::plan_links(t, o));
+    items.extend(sysctls::plan_sysctls(t, o));
+    items.extend(addresses::plan_addresses(t, o));
+    items.extend(rules::plan_rules(t, o));
+    Plan { items }
+}
+
+#[cfg(test)]
+mod tests;

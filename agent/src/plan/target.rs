@@ -1,0 +1,227 @@
+//! Resolution: the desired model bound to this host's NICs. Pure: it needs the
+//! observed links (to match NICs by name or MAC) and nothing else.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+
+use crate::desired::{Desired, NicMatch, RuleSpec, SysctlKey};
+use crate::observed::{ObservedLink, Scope};
+use crate::state::State;
+
+pub const RT_TABLES_FILE: &str = "/etc/iproute2/rt_tables.d/underlay.conf";
+pub const RT_PROTOS_FILE: &str = "/etc/iproute2/rt_protos.d/underlay.conf";
+pub const RT_ADDRPROTOS_FILE: &str = "/etc/iproute2/rt_addrprotos.d/underlay.conf";
+pub const SYSCTL_FILE: &str = "/etc/sysctl.d/90-underlay.conf";
+
+/// Kernel objects we want, with interface names and indexes resolved.
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    pub protocol: u8,
+    pub links: Vec<LinkTarget>,
+    pub addresses: Vec<AddressTarget>,
+    pub rules: Vec<RuleSpec>,
+    pub sysctls: Vec<(SysctlKey, String)>,
+    pub files: Vec<FileTarget>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkTarget {
+    pub index: u32,
+    pub ifname: String,
+    /// The uplink's logical name, or "loopback".
+    pub role: String,
+    pub mtu: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressTarget {
+    pub index: u32,
+    pub ifname: String,
+    pub prefix: IpNet,
+    pub scope: Scope,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileTarget {
+    pub path: PathBuf,
+    pub content: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    #[error(
+        "uplink '{uplink}': no NIC matches {matcher}; NICs present: {}. Fix the uplink's nic in the host facts or cable the NIC",
+        present.join(", ")
+    )]
+    MissingNic {
+        uplink: String,
+        matcher: NicMatch,
+        present: Vec<String>,
+    },
+    #[error("uplinks '{first}' and '{second}' both match NIC {ifname}; each uplink needs its own NIC")]
+    SameNic {
+        first: String,
+        second: String,
+        ifname: String,
+    },
+    #[error("no loopback interface 'lo' found; the service IP lives on lo")]
+    NoLoopback,
+    #[error("sysctl key for uplink '{uplink}' is invalid after substitution: {message}")]
+    BadSysctl { uplink: String, message: String },
+}
+
+impl Target {
+    /// Sysctl keys and file paths the observer must read for this target,
+    /// plus those the state file says we manage (to plan their removal).
+    pub fn observe_scope(&self, state: &State) -> (BTreeSet<SysctlKey>, BTreeSet<PathBuf>) {
+        let mut keys: BTreeSet<SysctlKey> = self.sysctls.iter().map(|(k, _)| k.clone()).collect();
+        keys.extend(state.sysctls.keys().cloned());
+        let mut files: BTreeSet<PathBuf> = self.files.iter().map(|f| f.path.clone()).collect();
+        files.extend(state.files.iter().cloned());
+        (keys, files)
+    }
+}
+
+fn find_link<'a>(links: &'a [ObservedLink], m: &NicMatch) -> Option<&'a ObservedLink> {
+    links.iter().find(|l| match m {
+        NicMatch::Name(n) => l.name == n.as_str(),
+        NicMatch::Mac(mac) => l.mac.as_ref() == Some(mac) || l.perm_mac.as_ref() == Some(mac),
+    })
+}
+
+pub fn resolve(d: &Desired, links: &[ObservedLink]) -> Result<Target, ResolveError> {
+    let lo = links.iter().find(|l| l.name == "lo").ok_or(ResolveError::NoLoopback)?;
+    let mut t = Target {
+        protocol: d.protocol.get(),
+        ..Target::default()
+    };
+    t.links.push(LinkTarget {
+        index: lo.index,
+        ifname: lo.name.clone(),
+        role: "loopback".into(),
+        mtu: None,
+    });
+    for prefix in d.service_addresses() {
+        t.addresses.push(AddressTarget {
+            index: lo.index,
+            ifname: lo.name.clone(),
+            prefix,
+            scope: Scope::Global,
+        });
+    }
+
+    let mut sysctls: Vec<(SysctlKey, String)> = d.sysctl_global.clone();
+    for u in &d.uplinks {
+        let link = find_link(links, &u.nic).ok_or_else(|| {
+            let mut present: Vec<String> = links
+                .iter()
+                .map(|l| match &l.mac {
+                    Some(m) => format!("{} ({m})", l.name),
+                    None => l.name.clone(),
+                })
+                .collect();
+            present.sort();
+            ResolveError::MissingNic {
+                uplink: u.name.clone(),
+                matcher: u.nic.clone(),
+                present,
+            }
+        })?;
+        if let Some(other) = t.links.iter().find(|l| l.index == link.index) {
+            return Err(ResolveError::SameNic {
+                first: other.role.clone(),
+                second: u.name.clone(),
+                ifname: link.name.clone(),
+            });
+        }
+        t.links.push(LinkTarget {
+            index: link.index,
+            ifname: link.name.clone(),
+            role: u.name.clone(),
+            mtu: u.mtu,
+        });
+        if let Some(v4) = &u.ipv4 {
+            // Scope link: the kernel's source selection (and so MASQUERADE)
+            // skips the transit address and picks the service IP on lo.
+            t.addresses.push(AddressTarget {
+                index: link.index,
+                ifname: link.name.clone(),
+                prefix: IpNet::V4(v4.address),
+                scope: Scope::Link,
+            });
+        }
+        if let Some(v6) = &u.ipv6 {
+            // IPv6 derives the scope from the address itself; asking for
+            // another would never converge.
+            let scope = if v6.address.addr().segments()[0] & 0xffc0 == 0xfe80 {
+                Scope::Link
+            } else {
+                Scope::Global
+            };
+            t.addresses.push(AddressTarget {
+                index: link.index,
+                ifname: link.name.clone(),
+                prefix: IpNet::V6(v6.address),
+                scope,
+            });
+        }
+        for (template, value) in &d.sysctl_uplink {
+            // Interface names may hold dots (VLANs), so substitute per component.
+            let sep = if template.contains('/') { '/' } else { '.' };
+            let parts: Vec<String> = template
+                .split(sep)
+                .map(|p| if p == "{uplink}" { link.name.clone() } else { p.to_string() })
+                .collect();
+            if parts.iter().any(|p| p.is_empty() || p.contains('{')) {
+                return Err(ResolveError::BadSysctl {
+                    uplink: u.name.clone(),
+                    message: format!("'{template}': {{uplink}} must be a whole component"),
+                });
+            }
+            sysctls.push((SysctlKey::from_parts(parts), value.clone()));
+        }
+    }
+    // A later entry for the same key wins (uplink keys over global ones).
+    let mut seen = BTreeSet::new();
+    sysctls.reverse();
+    sysctls.retain(|(k, _)| seen.insert(k.clone()));
+    sysctls.sort();
+    t.sysctls = sysctls;
+
+    t.rules = d.rules.clone();
+    t.files = files(d, &t.sysctls);
+    Ok(t)
+}
+
+fn files(d: &Desired, sysctls: &[(SysctlKey, String)]) -> Vec<FileTarget> {
+    const HEADER: &str = "# generated by underlay; do not edit (changes are overwritten)\n";
+    let mut tables = String::from(HEADER);
+    for tb in &d.tables {
+        tables.push_str(&format!("{}\t{}\n", tb.id, tb.name));
+    }
+    let proto = format!("{HEADER}{}\tunderlay\n", d.protocol.get());
+    let mut sysctl = String::from(HEADER);
+    for (k, v) in sysctls {
+        sysctl.push_str(&format!("{k} = {v}\n"));
+    }
+    vec![
+        FileTarget {
+            path: RT_TABLES_FILE.into(),
+            content: tables,
+        },
+        FileTarget {
+            path: RT_PROTOS_FILE.into(),
+            content: proto.clone(),
+        },
+        FileTarget {
+            path: RT_ADDRPROTOS_FILE.into(),
+            content: proto,
+        },
+        FileTarget {
+            path: SYSCTL_FILE.into(),
+            content: sysctl,
+        },
+    ]
+}

@@ -1,0 +1,167 @@
+//! The serde mirror of the TOML files. Nothing here is the model: validation
+//! (validate.rs) turns these into [`crate::desired::Desired`]. Fields whose
+//! cross-checks need a location are `Spanned`.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::types::{Asn, IfName, MacAddr, ProtocolId, RulePriority, TableId};
+
+/// Only the version key, read first so a later schema can be dispatched on it.
+#[derive(Deserialize)]
+pub struct VersionOnly {
+    pub version: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleInput {
+    pub version: u32,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub routing: RoutingInput,
+    #[serde(default)]
+    pub pods: PodsInput,
+    #[serde(default)]
+    pub uplinks: UplinkDefaultsInput,
+    #[serde(default)]
+    pub sysctl: SysctlInput,
+}
+
+fn default_protocol() -> Spanned<ProtocolId> {
+    Spanned::new(0..0, ProtocolId::try_from(211).expect("211 is a valid protocol"))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingInput {
+    #[serde(default = "default_protocol")]
+    pub protocol: Spanned<ProtocolId>,
+    /// Opt in to table ids 1–250, which Calico Felix uses by default.
+    #[serde(default)]
+    pub allow_felix_table_ids: bool,
+    #[serde(default)]
+    pub tables: Vec<TableInput>,
+    #[serde(default)]
+    pub rules: Vec<RuleInput>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableInput {
+    pub name: Spanned<String>,
+    pub id: Spanned<TableId>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleInput {
+    pub priority: Spanned<RulePriority>,
+    pub table: Spanned<String>,
+    #[serde(default)]
+    pub suppress_prefixlength: Option<Spanned<u8>>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encapsulation {
+    #[default]
+    None,
+    Ipip,
+    Vxlan,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodsInput {
+    #[serde(default)]
+    pub cidrs: Vec<Spanned<IpNet>>,
+    #[serde(default)]
+    pub encapsulation: Encapsulation,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkDefaultsInput {
+    #[serde(default)]
+    pub mtu: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SysctlInput {
+    #[serde(default)]
+    pub global: BTreeMap<Spanned<String>, SysctlValueInput>,
+    #[serde(default)]
+    pub uplink: BTreeMap<Spanned<String>, SysctlValueInput>,
+}
+
+/// Sysctl values may be written as integers, strings or booleans in TOML.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum SysctlValueInput {
+    Int(i64),
+    Bool(bool),
+    Str(String),
+}
+
+impl SysctlValueInput {
+    pub fn to_kernel(&self) -> String {
+        match self {
+            SysctlValueInput::Int(i) => i.to_string(),
+            SysctlValueInput::Bool(b) => u8::from(*b).to_string(),
+            SysctlValueInput::Str(s) => s.split_whitespace().collect::<Vec<_>>().join(" "),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostInput {
+    pub version: u32,
+    pub hostname: Spanned<String>,
+    #[serde(default)]
+    pub zone: Option<String>,
+    #[serde(default)]
+    pub rack: Option<String>,
+    pub asn: Asn,
+    pub service_ipv4: Spanned<Ipv4Net>,
+    #[serde(default)]
+    pub service_ipv6: Option<Spanned<Ipv6Net>>,
+    #[serde(default)]
+    pub uplinks: Vec<UplinkInput>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkInput {
+    pub name: Spanned<String>,
+    pub nic: Spanned<NicInput>,
+    #[serde(default)]
+    pub ipv4: Option<TransitInput<Ipv4Net, Ipv4Addr>>,
+    #[serde(default)]
+    pub ipv6: Option<TransitInput<Ipv6Net, Ipv6Addr>>,
+    pub peer_asn: Asn,
+    #[serde(default)]
+    pub mtu: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NicInput {
+    #[serde(default)]
+    pub name: Option<IfName>,
+    #[serde(default)]
+    pub mac: Option<MacAddr>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransitInput<N, A> {
+    pub address: Spanned<N>,
+    pub peer: Spanned<A>,
+}

@@ -1,0 +1,175 @@
+//! Profile loading: a role profile (shared by many hosts) and host facts (one
+//! host) are parsed, validated and merged into one [`Desired`]. This is the
+//! only place a user's mistake is reported; every error names the file, the
+//! key path, line and column, what was found and what is expected.
+
+pub mod input;
+pub mod types;
+mod validate;
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+
+use crate::desired::Desired;
+
+/// The profile schema versions this build understands.
+pub const SUPPORTED_VERSION: u32 = 1;
+
+/// One mistake in a profile, located in its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: PathBuf,
+    pub key: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            if self.key.is_empty() { "(top level)" } else { &self.key },
+            self.message
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("cannot read {}: {source}", file.display())]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+}
+
+impl ProfileError {
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ProfileError::Invalid(p) => p,
+            ProfileError::Read { .. } => &[],
+        }
+    }
+}
+
+/// A loaded TOML file: its path (as given) and text, to locate spans.
+pub(crate) struct Source {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+impl Source {
+    fn read(path: &Path) -> Result<Source, ProfileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        Ok(Source {
+            path: path.to_path_buf(),
+            text,
+        })
+    }
+
+    fn location(&self, span: &Range<usize>) -> (usize, usize) {
+        let start = span.start.min(self.text.len());
+        let before = &self.text[..start];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (line, column)
+    }
+
+    pub fn problem(&self, key: impl Into<String>, span: &Range<usize>, message: impl Into<String>) -> Problem {
+        let (line, column) = self.location(span);
+        Problem {
+            file: self.path.clone(),
+            key: key.into(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+
+    /// Deserializes the whole file, peeling the version key first so a later
+    /// schema can be dispatched on it.
+    fn parse<T: DeserializeOwned>(&self) -> Result<T, Problem> {
+        let version: input::VersionOnly = self.deserialize()?;
+        match version.version {
+            None => {
+                return Err(self.problem(
+                    "version",
+                    &(0..0),
+                    format!("missing; expected `version = {SUPPORTED_VERSION}` at the top of the file"),
+                ))
+            }
+            Some(v) if *v.get_ref() != SUPPORTED_VERSION => {
+                return Err(self.problem(
+                    "version",
+                    &v.span(),
+                    format!(
+                        "found {}, expected {SUPPORTED_VERSION} (the only profile version this build of underlay understands)",
+                        v.get_ref()
+                    ),
+                ))
+            }
+            Some(_) => {}
+        }
+        self.deserialize()
+    }
+
+    fn deserialize<T: DeserializeOwned>(&self) -> Result<T, Problem> {
+        let de = toml::de::Deserializer::parse(&self.text).map_err(|e| self.toml_problem(String::new(), &e))?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let key = if key == "." { String::new() } else { key };
+            self.toml_problem(key, e.inner())
+        })
+    }
+
+    fn toml_problem(&self, key: String, e: &toml::de::Error) -> Problem {
+        let span = e.span().unwrap_or(0..0);
+        self.problem(key, &span, e.message().trim().to_string())
+    }
+}
+
+/// Loads and validates a role profile and a host facts file into one
+/// [`Desired`]. Reports every problem found, not just the first.
+pub fn load(role: &Path, host: &Path) -> Result<Desired, ProfileError> {
+    let role_src = Source::read(role)?;
+    let host_src = Source::read(host)?;
+    load_sources(&role_src, &host_src)
+}
+
+/// Same as [`load`] on in-memory text; `role_name`/`host_name` are used in errors.
+pub fn load_str(role_name: &str, role_text: &str, host_name: &str, host_text: &str) -> Result<Desired, ProfileError> {
+    let role_src = Source {
+        path: role_name.into(),
+        text: role_text.into(),
+    };
+    let host_src = Source {
+        path: host_name.into(),
+        text: host_text.into(),
+    };
+    load_sources(&role_src, &host_src)
+}
+
+fn load_sources(role_src: &Source, host_src: &Source) -> Result<Desired, ProfileError> {
+    let role = role_src.parse::<input::RoleInput>();
+    let host = host_src.parse::<input::HostInput>();
+    match (role, host) {
+        (Ok(role), Ok(host)) => validate::validate(role_src, &role, host_src, &host).map_err(ProfileError::Invalid),
+        (role, host) => Err(ProfileError::Invalid(
+            [role.err(), host.err()].into_iter().flatten().collect(),
+        )),
+    }
+}

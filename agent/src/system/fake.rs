@@ -1,0 +1,151 @@
+//! An in-memory system for tests without root: it applies [`Op`]s to plain
+//! data the way the kernel would, and records them. Convergence proofs run
+//! `plan(target, fake.after(ops))` and expect an empty plan.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::{Query, System, SystemError};
+use crate::desired::{RuleSpec, SysctlKey};
+use crate::observed::{Observed, ObservedAddress, ObservedLink};
+use crate::plan::Op;
+use crate::state::State;
+
+#[derive(Debug, Clone, Default)]
+pub struct FakeSystem {
+    pub links: Vec<ObservedLink>,
+    pub addresses: Vec<ObservedAddress>,
+    /// Every rule with its protocol number, foreign ones included.
+    pub rules: Vec<(RuleSpec, u8)>,
+    pub sysctls: BTreeMap<SysctlKey, String>,
+    pub files: BTreeMap<PathBuf, String>,
+    pub state: Option<State>,
+    /// Kernels before 6.3 report no IFA_PROTO.
+    pub addr_proto: bool,
+    pub applied: Vec<Op>,
+    /// Fail the nth apply (0-based), to test partial application.
+    pub fail_at: Option<usize>,
+}
+
+impl FakeSystem {
+    /// A host with `lo` and the given NICs (index from 2, MTU 1500, down).
+    pub fn with_nics(nics: &[&str]) -> FakeSystem {
+        let mut links = vec![ObservedLink {
+            index: 1,
+            name: "lo".into(),
+            mac: None,
+            perm_mac: None,
+            mtu: 65536,
+            up: true,
+        }];
+        for (i, n) in nics.iter().enumerate() {
+            links.push(ObservedLink {
+                index: i as u32 + 2,
+                name: (*n).into(),
+                mac: Some(crate::desired::MacAddr([0x52, 0x54, 0, 0, 0, i as u8 + 2])),
+                perm_mac: None,
+                mtu: 1500,
+                up: false,
+            });
+        }
+        FakeSystem {
+            links,
+            addr_proto: true,
+            ..FakeSystem::default()
+        }
+    }
+}
+
+impl System for FakeSystem {
+    fn links(&mut self) -> Result<Vec<ObservedLink>, SystemError> {
+        Ok(self.links.clone())
+    }
+
+    fn load_state(&mut self) -> Result<State, SystemError> {
+        Ok(self.state.clone().unwrap_or_else(State::new))
+    }
+
+    fn observe(&mut self, links: Vec<ObservedLink>, state: State, q: &Query) -> Result<Observed, SystemError> {
+        let mut addresses = self.addresses.clone();
+        if !self.addr_proto {
+            addresses.iter_mut().for_each(|a| a.protocol = None);
+        }
+        Ok(Observed {
+            links,
+            addresses,
+            rules: self.rules.iter().filter(|(_, p)| *p == q.protocol).map(|(r, _)| *r).collect(),
+            sysctls: q.sysctls.iter().map(|k| (k.clone(), self.sysctls.get(k).cloned())).collect(),
+            files: q.files.iter().map(|f| (f.clone(), self.files.get(f).cloned())).collect(),
+            state,
+            addr_proto_supported: self.addr_proto,
+        })
+    }
+
+    fn apply(&mut self, op: &Op) -> Result<(), SystemError> {
+        if self.fail_at == Some(self.applied.len()) {
+            return Err(SystemError::Other(format!("injected failure at {op:?}")));
+        }
+        match op {
+            Op::SetLink { index, mtu, up, .. } => {
+                let l = self
+                    .links
+                    .iter_mut()
+                    .find(|l| l.index == *index)
+                    .ok_or_else(|| SystemError::Other(format!("no link {index}")))?;
+                if let Some(m) = mtu {
+                    l.mtu = *m;
+                }
+                l.up = *up;
+            }
+            Op::AddAddress {
+                index,
+                ifname,
+                prefix,
+                scope,
+                protocol,
+            } => {
+                if self.addresses.iter().any(|a| a.index == *index && a.prefix == *prefix) {
+                    return Err(SystemError::Other(format!("{prefix} exists on {ifname} (EEXIST)")));
+                }
+                self.addresses.push(ObservedAddress {
+                    index: *index,
+                    ifname: ifname.clone(),
+                    prefix: *prefix,
+                    scope: *scope,
+                    protocol: Some(*protocol),
+                });
+            }
+            Op::DelAddress { index, prefix, .. } => {
+                self.addresses.retain(|a| !(a.index == *index && a.prefix == *prefix));
+            }
+            Op::AddRule { rule, protocol } => self.rules.push((*rule, *protocol)),
+            Op::DelRule { rule, protocol } => {
+                let pos = self
+                    .rules
+                    .iter()
+                    .position(|(r, p)| r == rule && p == protocol)
+                    .ok_or_else(|| SystemError::Other(format!("no rule {rule} (ENOENT)")))?;
+                self.rules.remove(pos);
+            }
+            Op::WriteSysctl { key, value } => {
+                if !self.sysctls.contains_key(key) {
+                    return Err(SystemError::Other(format!("no sysctl {key}")));
+                }
+                self.sysctls.insert(key.clone(), value.clone());
+            }
+            Op::WriteFile { path, content } => {
+                self.files.insert(path.clone(), content.clone());
+            }
+            Op::RemoveFile { path } => {
+                self.files.remove(path);
+            }
+        }
+        self.applied.push(op.clone());
+        Ok(())
+    }
+
+    fn save_state(&mut self, state: &State) -> Result<(), SystemError> {
+        self.state = Some(state.clone());
+        Ok(())
+    }
+}

@@ -1,0 +1,138 @@
+//! The real system: rtnetlink for links, addresses and rules; /proc/sys for
+//! sysctls; files below the `--root` prefix. A private current-thread tokio
+//! runtime keeps async inside this module.
+
+mod addresses;
+mod links;
+mod rules;
+
+use std::path::{Path, PathBuf};
+
+use rtnetlink::Handle;
+use tokio::runtime::Runtime;
+
+use super::{files, sysctl, Query, System, SystemError};
+use crate::observed::{Observed, ObservedLink};
+use crate::plan::Op;
+use crate::state::State;
+
+pub const DEFAULT_STATE_PATH: &str = "/var/lib/underlay/state.json";
+
+pub struct LinuxSystem {
+    rt: Runtime,
+    handle: Handle,
+    root: PathBuf,
+    proc_sys: PathBuf,
+    /// Logical path of the state file (below `root`).
+    state_path: PathBuf,
+}
+
+pub(super) fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> SystemError {
+    let what = what.into();
+    move |source| SystemError::Netlink { what, source }
+}
+
+impl LinuxSystem {
+    /// Opens a strict-checking netlink socket in the current network
+    /// namespace (enter `--netns` before calling this).
+    pub fn new(root: &Path, state_path: &Path) -> Result<LinuxSystem, SystemError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| SystemError::Other(format!("starting the runtime: {e}")))?;
+        let handle = rt.block_on(async {
+            let (conn, handle, _) = rtnetlink::new_connection_with_strict_check()
+                .map_err(|e| SystemError::Other(format!("opening a netlink socket: {e}")))?;
+            tokio::spawn(conn);
+            Ok::<_, SystemError>(handle)
+        })?;
+        Ok(LinuxSystem {
+            rt,
+            handle,
+            root: root.to_path_buf(),
+            proc_sys: PathBuf::from("/proc/sys"),
+            state_path: state_path.to_path_buf(),
+        })
+    }
+
+    fn state_file(&self) -> PathBuf {
+        files::under_root(&self.root, &self.state_path)
+    }
+}
+
+impl System for LinuxSystem {
+    fn links(&mut self) -> Result<Vec<ObservedLink>, SystemError> {
+        self.rt.block_on(links::dump(&self.handle))
+    }
+
+    fn load_state(&mut self) -> Result<State, SystemError> {
+        let path = self.state_file();
+        let Some(text) = files::read(&path)? else {
+            return Ok(State::new());
+        };
+        let state: State = serde_json::from_str(&text).map_err(|e| SystemError::State {
+            path: path.clone(),
+            message: format!("{e}; move the file aside to start over (underlay then owns only what carries its protocol number)"),
+        })?;
+        if state.version != crate::state::STATE_VERSION {
+            return Err(SystemError::State {
+                path,
+                message: format!("version {} is not supported by this build", state.version),
+            });
+        }
+        Ok(state)
+    }
+
+    fn observe(&mut self, links: Vec<ObservedLink>, state: State, q: &Query) -> Result<Observed, SystemError> {
+        let names = links.iter().map(|l| (l.index, l.name.clone())).collect();
+        let (addresses, rules) = self.rt.block_on(async {
+            let a = addresses::dump(&self.handle, &names).await?;
+            let r = rules::dump(&self.handle, q.protocol).await?;
+            Ok::<_, SystemError>((a, r))
+        })?;
+        let mut sysctls = std::collections::BTreeMap::new();
+        for k in &q.sysctls {
+            sysctls.insert(k.clone(), sysctl::read(&self.proc_sys, k)?);
+        }
+        let mut file_map = std::collections::BTreeMap::new();
+        for f in &q.files {
+            file_map.insert(f.clone(), files::read(&files::under_root(&self.root, f))?);
+        }
+        Ok(Observed {
+            links,
+            addresses,
+            rules,
+            sysctls,
+            files: file_map,
+            state,
+            addr_proto_supported: addresses::kernel_has_ifa_proto(),
+        })
+    }
+
+    fn apply(&mut self, op: &Op) -> Result<(), SystemError> {
+        let h = &self.handle;
+        match op {
+            Op::SetLink { index, ifname, mtu, up } => self.rt.block_on(links::set(h, *index, ifname, *mtu, *up)),
+            Op::AddAddress {
+                index,
+                ifname,
+                prefix,
+                scope,
+                protocol,
+            } => self.rt.block_on(addresses::add(h, *index, ifname, *prefix, *scope, *protocol)),
+            Op::DelAddress { index, ifname, prefix } => self.rt.block_on(addresses::del(h, *index, ifname, *prefix)),
+            Op::AddRule { rule, protocol } => self.rt.block_on(rules::add(h, rule, *protocol)),
+            Op::DelRule { rule, protocol } => self.rt.block_on(rules::del(h, rule, *protocol)),
+            Op::WriteSysctl { key, value } => sysctl::write(&self.proc_sys, key, value),
+            Op::WriteFile { path, content } => {
+                files::write_atomic(&files::under_root(&self.root, path), content.as_bytes(), 0o644)
+            }
+            Op::RemoveFile { path } => files::remove(&files::under_root(&self.root, path)),
+        }
+    }
+
+    fn save_state(&mut self, state: &State) -> Result<(), SystemError> {
+        let text = serde_json::to_string_pretty(state).map_err(|e| SystemError::Other(e.to_string()))?;
+        files::write_atomic(&self.state_file(), format!("{text}\n").as_bytes(), 0o600)
+    }
+}

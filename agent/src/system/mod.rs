@@ -1,0 +1,92 @@
+//! The system layer: every syscall, netlink message and file write goes
+//! through [`System`]. The real implementation is [`linux::LinuxSystem`]; the
+//! [`fake::FakeSystem`] applies ops to memory so tests prove convergence
+//! without root.
+
+pub mod fake;
+pub mod files;
+pub mod linux;
+pub mod netns;
+pub mod sysctl;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use crate::desired::SysctlKey;
+use crate::observed::{Observed, ObservedLink};
+use crate::plan::Op;
+use crate::state::State;
+
+/// What to read besides links, addresses and rules.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    /// Rules with this protocol number are ours; others are not observed.
+    pub protocol: u8,
+    pub sysctls: BTreeSet<SysctlKey>,
+    pub files: BTreeSet<PathBuf>,
+}
+
+/// Whether retrying may help; picks the exit code together with the phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The system refused what we asked (bad value, missing object).
+    Refused,
+    /// Permission, I/O or kernel trouble that may pass.
+    Transient,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SystemError {
+    #[error("netlink: {what}: {source}")]
+    Netlink {
+        what: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("state file {}: {message}", path.display())]
+    State { path: PathBuf, message: String },
+    #[error("network namespace '{name}': {message}")]
+    Netns { name: String, message: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl SystemError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SystemError::Netlink { source, .. } => match source {
+                rtnetlink::Error::NetlinkError(e) if e.raw_code() == -libc_eperm() => ErrorKind::Transient,
+                rtnetlink::Error::NetlinkError(_) => ErrorKind::Refused,
+                _ => ErrorKind::Transient,
+            },
+            SystemError::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+                ErrorKind::Transient
+            }
+            SystemError::Io { .. } | SystemError::State { .. } | SystemError::Netns { .. } => ErrorKind::Refused,
+            SystemError::Other(_) => ErrorKind::Transient,
+        }
+    }
+}
+
+const fn libc_eperm() -> i32 {
+    1
+}
+
+/// The narrow interface to the host. Synchronous: implementations keep any
+/// async runtime to themselves, so the planner and engine stay plain code.
+pub trait System {
+    /// Every link: NIC matching needs them all, and errors list them.
+    fn links(&mut self) -> Result<Vec<ObservedLink>, SystemError>;
+    fn load_state(&mut self) -> Result<State, SystemError>;
+    /// Addresses, our rules, and the queried sysctls and files.
+    fn observe(&mut self, links: Vec<ObservedLink>, state: State, q: &Query) -> Result<Observed, SystemError>;
+    fn apply(&mut self, op: &Op) -> Result<(), SystemError>;
+    fn save_state(&mut self, state: &State) -> Result<(), SystemError>;
+}
