@@ -130,7 +130,8 @@ impl Source {
     fn deserialize<T: DeserializeOwned>(&self) -> Result<T, Problem> {
         let de = toml::de::Deserializer::parse(&self.text).map_err(|e| self.toml_problem(String::new(), &e))?;
         serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
+            // Spanned<T> shows up as a synthetic path segment; people never wrote it.
+            let key = e.path().to_string().replace(".$__serde_spanned_private_value", "");
             let key = if key == "." { String::new() } else { key };
             self.toml_problem(key, e.inner())
         })
@@ -138,7 +139,12 @@ impl Source {
 
     fn toml_problem(&self, key: String, e: &toml::de::Error) -> Problem {
         let span = e.span().unwrap_or(0..0);
-        self.problem(key, &span, e.message().trim().to_string())
+        let mut message = e.message().trim().to_string();
+        let found = self.text.get(span.clone()).unwrap_or("").trim();
+        if !found.is_empty() && !found.contains('\n') && found.len() <= 80 && !message.contains(found) {
+            message = format!("{message} (found {found})");
+        }
+        self.problem(key, &span, message)
     }
 }
 

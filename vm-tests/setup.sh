@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the system packages underlay's tests and lab need (Debian 12, as
+# root), then builds the workspace. Safe to run again: installs only what is
+# missing. Used by run-tests.sh and lab.sh; CI calls run-tests.sh.
+set -euo pipefail
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: run as root (network namespaces and packages need it)" >&2
+    exit 1
+fi
+
+# package:command pairs; a package is installed when its command is missing.
+need=()
+for pair in bird2:bird iproute2:ip nftables:nft iptables:iptables conntrack:conntrack \
+            socat:socat tcpdump:tcpdump procps:sysctl; do
+    cmd=${pair#*:}
+    command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("${pair%%:*}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    echo "setup: installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# Debian starts bird.service on install; underlay's tests run their own BIRDs
+# in namespaces and never use the machine's.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet bird 2>/dev/null; then
+    systemctl stop bird || true
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+fi
+cd "$(dirname "$0")/.."
+cargo build --workspace --release --locked 2>&1 | tail -n 3
