@@ -1,1 +1,185 @@
-fn main() {}
+//! `underlay-lab`: a network-namespace lab for the `underlay` agent.
+//!
+//! Two BIRD ToRs, N hosts with two uplinks each (converged by `underlay apply`
+//! in their namespace), a Calico-role BIRD and a pod per host, and an outside
+//! client. Everything lives in namespaces named with `--prefix` (default
+//! `ul-`) and files below `--dir`; the root namespace is never touched.
+
+mod agent;
+mod bird;
+mod cmd;
+mod lifecycle;
+mod plan;
+mod probe;
+mod scenarios;
+mod status;
+mod topology;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use plan::Lab;
+
+#[derive(Parser)]
+#[command(name = "underlay-lab", about = "Network-namespace lab for the underlay agent")]
+struct Cli {
+    /// Lab directory: configs, sockets, pidfiles, host roots.
+    #[arg(long, global = true, default_value = "/tmp/underlay-lab")]
+    dir: PathBuf,
+    /// Prefix of every namespace the lab creates (tests use their own).
+    #[arg(long, global = true, default_value = "ul-")]
+    prefix: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build (or repair) the lab, converge the hosts, wait for BGP and ECMP.
+    Up {
+        #[arg(long, default_value_t = 2)]
+        hosts: u8,
+        /// Role profile given to `underlay apply`.
+        #[arg(long)]
+        profile: Option<PathBuf>,
+        /// Configure hosts from the lab instead of the agent (until the agent can).
+        #[arg(long)]
+        no_agent: bool,
+        /// Seconds to wait for sessions and next hops.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Per-host BGP sessions, host-table next hops, rules.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove everything `up` made (also after a partial up).
+    Down,
+    /// Run scenario checks against a lab that is up.
+    Test {
+        /// Run only these scenarios (default: all).
+        #[arg(long = "only")]
+        only: Vec<String>,
+        /// List the scenarios and exit.
+        #[arg(long)]
+        list: bool,
+    },
+    /// Traffic probes, run by the lab inside namespaces.
+    #[command(hide = true)]
+    Probe {
+        #[command(subcommand)]
+        probe: ProbeCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProbeCmd {
+    Ping {
+        dst: Ipv4Addr,
+        #[arg(long, default_value_t = 3)]
+        count: u32,
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+    },
+    Serve {
+        listen: SocketAddr,
+        #[arg(long, default_value_t = 30)]
+        idle_secs: u64,
+    },
+    Connect {
+        dst: SocketAddr,
+        #[arg(long, default_value_t = 1)]
+        flows: u32,
+        #[arg(long, default_value_t = 1000)]
+        bytes: usize,
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("underlay-lab: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Up { hosts, profile, no_agent, timeout } => {
+            let lab = Lab::new(&cli.dir, &cli.prefix, hosts, no_agent)?;
+            let opts = lifecycle::UpOptions {
+                profile: profile.unwrap_or_else(agent::default_profile),
+                timeout: Duration::from_secs(timeout),
+            };
+            let (st, timings) = lifecycle::up(&lab, &opts)?;
+            print!("{}", status::render_table(&st));
+            for t in timings {
+                let ms = |d: Option<Duration>| d.map(|d| format!("{} ms", d.as_millis())).unwrap_or("-".into());
+                println!(
+                    "{}: both ToR sessions Established after {}, 2 next hops after {}",
+                    t.host,
+                    ms(t.established),
+                    ms(t.two_nexthops)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Status { json } => {
+            let lab = Lab::load(&cli.dir)?;
+            let st = status::collect(&lab);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                print!("{}", status::render_table(&st));
+            }
+            Ok(if st.converged() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Cmd::Down => {
+            let lab = lifecycle::lab_for_down(&cli.dir, &cli.prefix)?;
+            for line in lifecycle::down(&lab)? {
+                println!("{line}");
+            }
+            println!("lab {} ({}*) is down", lab.dir.display(), lab.prefix);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Test { only, list } => {
+            if list {
+                for (name, what, _) in scenarios::SCENARIOS {
+                    println!("{name:<14} {what}");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let lab = Lab::load(&cli.dir)?;
+            let (passed, failed) = scenarios::run(&lab, &only)?;
+            println!("{passed} passed, {failed} failed");
+            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Cmd::Probe { probe } => run_probe(probe),
+    }
+}
+
+fn run_probe(p: ProbeCmd) -> Result<ExitCode> {
+    match p {
+        ProbeCmd::Ping { dst, count, timeout_ms } => {
+            let r = probe::ping(dst, count, Duration::from_millis(timeout_ms))?;
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        ProbeCmd::Serve { listen, idle_secs } => probe::serve(listen, Duration::from_secs(idle_secs))?,
+        ProbeCmd::Connect { dst, flows, bytes, timeout_ms } => {
+            let r = probe::connect(dst, flows, bytes, Duration::from_millis(timeout_ms));
+            println!("{}", serde_json::to_string(&r)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
