@@ -28,6 +28,40 @@ pub struct Desired {
     pub sysctl_global: Vec<(SysctlKey, String)>,
     /// Keys still holding the `{uplink}` placeholder.
     pub sysctl_uplink: Vec<(String, String)>,
+    pub bgp: Option<Bgp>,
+}
+
+/// The host BGP speaker (BIRD 2). Paths are logical (below `--root`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bgp {
+    pub host_table: Table,
+    pub config_path: std::path::PathBuf,
+    pub control_socket: std::path::PathBuf,
+    pub templates_dir: std::path::PathBuf,
+    pub hold_time: u16,
+    pub keepalive: u16,
+    pub connect_retry: u16,
+    pub graceful_restart: bool,
+    pub bfd: Option<Bfd>,
+    pub calico: Option<CalicoPeer>,
+    /// Readiness: next hops the host table's default needs.
+    pub min_paths: u32,
+    pub timeout_s: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bfd {
+    pub interval_ms: u32,
+    pub multiplier: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CalicoPeer {
+    pub host_address: IpAddr,
+    pub calico_address: IpAddr,
+    pub calico_port: u16,
+    pub calico_asn: Asn,
+    pub export_default: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -6,6 +6,7 @@
 
 pub mod desired;
 pub mod engine;
+pub mod gates;
 pub mod observed;
 pub mod plan;
 pub mod profile;

@@ -34,7 +34,17 @@ pub struct ObservedLink {
     /// The permanent (burned-in) address, when it differs (bond ports).
     pub perm_mac: Option<MacAddr>,
     pub mtu: u32,
+    /// Administratively up (IFF_UP).
     pub up: bool,
+    /// Operationally up (carrier): IF_OPER_UP, or UNKNOWN as on lo.
+    pub oper_up: bool,
+}
+
+/// One next hop of a route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NextHop {
+    pub gateway: Option<std::net::IpAddr>,
+    pub oif: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]

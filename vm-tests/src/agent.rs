@@ -27,7 +27,10 @@ pub fn find_agent_bin() -> Result<PathBuf> {
         return Ok(p);
     }
     let mut tried = vec![];
-    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
         tried.push(dir.join("underlay"));
     }
     let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -112,7 +115,11 @@ pub fn apply(lab: &Lab, h: &Host, agent: &Path, profile: &Path) -> Result<serde_
             out.status,
             h.name,
             stderr.trim(),
-            if stdout.trim().is_empty() { String::new() } else { format!("\nstdout: {}", stdout.trim()) }
+            if stdout.trim().is_empty() {
+                String::new()
+            } else {
+                format!("\nstdout: {}", stdout.trim())
+            }
         );
     }
     let report = serde_json::from_str(stdout.trim()).unwrap_or(serde_json::Value::Null);
@@ -131,6 +138,18 @@ pub fn apply(lab: &Lab, h: &Host, agent: &Path, profile: &Path) -> Result<serde_
     Ok(report)
 }
 
+/// One line from the agent's `--json` report: how many resources changed.
+pub fn summarize(report: &serde_json::Value) -> String {
+    let Some(resources) = report["resources"].as_array() else {
+        return "no JSON report".to_string();
+    };
+    let changed = resources
+        .iter()
+        .filter(|r| r["action"].as_str().is_some_and(|a| a != "ok"))
+        .count();
+    format!("{changed} of {} resources changed", resources.len())
+}
+
 /// What the agent must have done in the host namespace for the lab to work;
 /// each missing item is described so a person sees what the agent lacks.
 pub fn missing_agent_state(h: &Host) -> Result<Vec<String>> {
@@ -147,7 +166,11 @@ pub fn missing_agent_state(h: &Host) -> Result<Vec<String>> {
     let is_up = |dev: &str| {
         addrs.as_array().into_iter().flatten().any(|l| {
             l["ifname"] == dev
-                && l["flags"].as_array().into_iter().flatten().any(|f| f == "UP")
+                && l["flags"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|f| f == "UP")
         })
     };
     if !has_addr("lo", &h.service_ip.to_string(), 32) {
@@ -155,7 +178,10 @@ pub fn missing_agent_state(h: &Host) -> Result<Vec<String>> {
     }
     for u in &h.uplinks {
         if !has_addr(&u.host_if, &u.host_addr.to_string(), 31) {
-            missing.push(format!("transit address {}/31 on {}", u.host_addr, u.host_if));
+            missing.push(format!(
+                "transit address {}/31 on {}",
+                u.host_addr, u.host_if
+            ));
         }
         if !is_up(&u.host_if) {
             missing.push(format!("uplink {} up", u.host_if));
@@ -192,19 +218,39 @@ pub fn bootstrap_host_net_until_agent(h: &Host) -> Result<()> {
     for (k, v) in sysctls {
         cmd::sysctl(ns, k, v)?;
     }
-    ip(ns, &["addr", "replace", &format!("{}/32", h.service_ip), "dev", "lo"])?;
+    ip(
+        ns,
+        &[
+            "addr",
+            "replace",
+            &format!("{}/32", h.service_ip),
+            "dev",
+            "lo",
+        ],
+    )?;
     for u in &h.uplinks {
         cmd::sysctl(ns, &format!("net.ipv4.conf.{}.rp_filter", u.host_if), "2")?;
         ip(ns, &["link", "set", "dev", &u.host_if, "mtu", "9000", "up"])?;
         ip(
             ns,
-            &["addr", "replace", &format!("{}/31", u.host_addr), "dev", &u.host_if, "scope", "link"],
+            &[
+                "addr",
+                "replace",
+                &format!("{}/31", u.host_addr),
+                "dev",
+                &u.host_if,
+                "scope",
+                "link",
+            ],
         )?;
     }
     let proto = RULE_PROTOCOL.to_string();
     let table = HOST_TABLE.to_string();
     let rules: [(&str, Vec<&str>); 2] = [
-        ("30000", vec!["lookup", "main", "suppress_prefixlength", "0"]),
+        (
+            "30000",
+            vec!["lookup", "main", "suppress_prefixlength", "0"],
+        ),
         ("30001", vec!["lookup", &table]),
     ];
     let existing = cmd::ip_json(ns, &["rule", "show"])?;

@@ -95,11 +95,18 @@ impl Bird {
     /// The pid of a live BIRD started with our pidfile, if any. The process's
     /// command line must name our pidfile, so a recycled pid is never signalled.
     pub fn running_pid(&self) -> Option<u32> {
-        let pid: u32 = std::fs::read_to_string(&self.pidfile).ok()?.trim().parse().ok()?;
+        let pid: u32 = std::fs::read_to_string(&self.pidfile)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
         let cmdline = String::from_utf8_lossy(&cmdline);
         let ours = cmdline.split('\0').any(|a| Path::new(a) == self.pidfile)
-            && cmdline.split('\0').next().is_some_and(|p| p.ends_with("bird"));
+            && cmdline
+                .split('\0')
+                .next()
+                .is_some_and(|p| p.ends_with("bird"));
         ours.then_some(pid)
     }
 
@@ -127,7 +134,11 @@ impl Bird {
         let deadline = Instant::now() + Duration::from_secs(5);
         while !self.ctl.exists() {
             if Instant::now() > deadline {
-                bail!("{}: started but no control socket at {}", self.label, self.ctl.display());
+                bail!(
+                    "{}: started but no control socket at {}",
+                    self.label,
+                    self.ctl.display()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -164,7 +175,11 @@ impl Bird {
 
     /// BGP sessions as BIRD reports them (`show protocols all`).
     pub fn bgp_sessions(&self) -> Result<Vec<BgpSession>> {
-        Ok(parse_show_protocols_all(&self.birdc(&["show", "protocols", "all"])?))
+        Ok(parse_show_protocols_all(&self.birdc(&[
+            "show",
+            "protocols",
+            "all",
+        ])?))
     }
 }
 
@@ -216,7 +231,9 @@ pub fn parse_show_protocols_all(text: &str) -> Vec<BgpSession> {
             continue;
         }
         let Some(s) = cur.as_mut() else { continue };
-        let Some((k, v)) = line.trim().split_once(':') else { continue };
+        let Some((k, v)) = line.trim().split_once(':') else {
+            continue;
+        };
         let v = v.trim();
         match k.trim() {
             "BGP state" => s.state = v.to_string(),
@@ -297,7 +314,7 @@ pub fn render_calico_conf(h: &Host) -> String {
 /// (DESIGN.md "BGP tiering"). Delete this function once `underlay apply`
 /// writes `<root>/etc/bird/bird.conf`: `ensure_host_bird_conf` already keeps
 /// any config that lacks the lab marker.
-pub fn bootstrap_host_bird_conf_until_agent_renders(lab: &Lab, h: &Host) -> String {
+pub fn bootstrap_host_bird_conf_until_agent_renders(h: &Host) -> String {
     let mut c = format!(
         "{LAB_MARKER}: bootstrap host BIRD of {name} (until the agent renders this file)\n\
          router id {sip};\n\
@@ -337,7 +354,6 @@ pub fn bootstrap_host_bird_conf_until_agent_renders(lab: &Lab, h: &Host) -> Stri
          protocol bgp calico {{\n  local 127.0.0.1 port 179 as {asn};\n  neighbor 127.0.0.2 port 1179 as {asn};\n  multihop;\n{BGP_TIMERS}  ipv4 {{\n    gateway recursive;\n    igp table igp_loopback;\n    import where net ~ [ 10.244.0.0/16{{{POD_BLOCK_LEN},32}} ];\n    export none;\n  }};\n}}\n",
         asn = h.asn,
     );
-    let _ = lab;
     c
 }
 
@@ -350,7 +366,7 @@ pub fn ensure_host_bird_conf(lab: &Lab, h: &Host) -> Result<Option<bool>> {
             return Ok(None);
         }
     }
-    let text = bootstrap_host_bird_conf_until_agent_renders(lab, h);
+    let text = bootstrap_host_bird_conf_until_agent_renders(h);
     Ok(Some(write_if_changed(&path, &text)?))
 }
 

@@ -37,7 +37,9 @@ pub fn run(prog: &str, args: &[&str]) -> Result<String> {
 
 /// True when the command exits 0; output is discarded.
 pub fn succeeds(prog: &str, args: &[&str]) -> bool {
-    output(prog, args).map(|o| o.status.success()).unwrap_or(false)
+    output(prog, args)
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }
 
 /// `ip -n NS ARGS...`
@@ -55,7 +57,8 @@ pub fn ip_json(ns: &str, args: &[&str]) -> Result<serde_json::Value> {
     if text.trim().is_empty() {
         return Ok(serde_json::Value::Array(vec![]));
     }
-    serde_json::from_str(&text).with_context(|| format!("ip -n {ns} -j {}: bad JSON", args.join(" ")))
+    serde_json::from_str(&text)
+        .with_context(|| format!("ip -n {ns} -j {}: bad JSON", args.join(" ")))
 }
 
 /// `ip netns exec NS PROG ARGS...`

@@ -59,12 +59,20 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<(LabStatus, Vec<Timing>)> {
         let mut errors = vec![];
         for h in &hosts {
             match agent::apply(lab, h, &bin, &opts.profile) {
-                Ok(_) => eprintln!("{}: underlay apply converged the host ({})", h.name, bin.display()),
+                Ok(report) => eprintln!(
+                    "{}: underlay apply converged the host: {} ({})",
+                    h.name,
+                    agent::summarize(&report),
+                    bin.display()
+                ),
                 Err(e) => errors.push(format!("{e:#}")),
             }
         }
         if !errors.is_empty() {
-            bail!("the agent did not converge every host:\n- {}", errors.join("\n- "));
+            bail!(
+                "the agent did not converge every host:\n- {}",
+                errors.join("\n- ")
+            );
         }
     }
 
@@ -77,7 +85,10 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<(LabStatus, Vec<Timing>)> {
     for h in &hosts {
         match bird::ensure_host_bird_conf(lab, h)? {
             Some(_) => {}
-            None => eprintln!("{}: using the host BIRD config rendered by the agent", h.name),
+            None => eprintln!(
+                "{}: using the host BIRD config rendered by the agent",
+                h.name
+            ),
         }
         Bird::host(lab, h).start_or_reload()?;
     }
@@ -89,13 +100,20 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<(LabStatus, Vec<Timing>)> {
             .iter()
             .filter(|h| !h.converged)
             .map(|h| {
-                let sessions: Vec<String> = h.sessions.iter().map(|s| format!("{}={}", s.peer, s.state)).collect();
+                let sessions: Vec<String> = h
+                    .sessions
+                    .iter()
+                    .map(|s| format!("{}={}", s.peer, s.state))
+                    .collect();
                 format!(
                     "{}: sessions [{}], host-table default next hops {} (want 2){}",
                     h.name,
                     sessions.join(" "),
                     h.host_table_nexthops,
-                    h.bird_error.as_ref().map(|e| format!(", {e}")).unwrap_or_default()
+                    h.bird_error
+                        .as_ref()
+                        .map(|e| format!(", {e}"))
+                        .unwrap_or_default()
                 )
             })
             .collect();
@@ -113,7 +131,11 @@ fn wait_converged(lab: &Lab, t0: Instant, timeout: Duration) -> Vec<Timing> {
     let hosts = lab.hosts();
     let mut t: Vec<Timing> = hosts
         .iter()
-        .map(|h| Timing { host: h.name.clone(), established: None, two_nexthops: None })
+        .map(|h| Timing {
+            host: h.name.clone(),
+            established: None,
+            two_nexthops: None,
+        })
         .collect();
     while t0.elapsed() < timeout {
         let mut all = true;
@@ -123,7 +145,9 @@ fn wait_converged(lab: &Lab, t0: Instant, timeout: Duration) -> Vec<Timing> {
             }
             let s = status::host_status(lab, h);
             let est = h.tor_peers().iter().all(|p| {
-                s.sessions.iter().any(|x| x.peer == p.to_string() && x.state == "Established")
+                s.sessions
+                    .iter()
+                    .any(|x| x.peer == p.to_string() && x.state == "Established")
             });
             if est && tm.established.is_none() {
                 tm.established = Some(t0.elapsed());
@@ -156,7 +180,12 @@ pub fn lab_for_down(dir: &Path, prefix: &str) -> Result<Lab> {
         .filter_map(|rest| rest.strip_suffix("-pod").unwrap_or(rest).parse::<u8>().ok())
         .max()
         .unwrap_or(0);
-    Ok(Lab { dir: dir.to_path_buf(), prefix: prefix.to_string(), hosts: max, no_agent: false })
+    Ok(Lab {
+        dir: dir.to_path_buf(),
+        prefix: prefix.to_string(),
+        hosts: max,
+        no_agent: false,
+    })
 }
 
 pub fn down(lab: &Lab) -> Result<Vec<String>> {
@@ -200,7 +229,9 @@ fn remove_dir(dir: &Path) -> Result<()> {
         let name = e.file_name().to_string_lossy().into_owned();
         let ours = name == "tor-a"
             || name == "tor-b"
-            || name.strip_prefix('h').is_some_and(|n| n.parse::<u8>().is_ok());
+            || name
+                .strip_prefix('h')
+                .is_some_and(|n| n.parse::<u8>().is_ok());
         if ours {
             std::fs::remove_dir_all(e.path())?;
         }

@@ -26,7 +26,10 @@ use clap::{Parser, Subcommand};
 use plan::Lab;
 
 #[derive(Parser)]
-#[command(name = "underlay-lab", about = "Network-namespace lab for the underlay agent")]
+#[command(
+    name = "underlay-lab",
+    about = "Network-namespace lab for the underlay agent"
+)]
 struct Cli {
     /// Lab directory: configs, sockets, pidfiles, host roots.
     #[arg(long, global = true, default_value = "/tmp/underlay-lab")]
@@ -116,7 +119,12 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
-        Cmd::Up { hosts, profile, no_agent, timeout } => {
+        Cmd::Up {
+            hosts,
+            profile,
+            no_agent,
+            timeout,
+        } => {
             let lab = Lab::new(&cli.dir, &cli.prefix, hosts, no_agent)?;
             let opts = lifecycle::UpOptions {
                 profile: profile.unwrap_or_else(agent::default_profile),
@@ -125,7 +133,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let (st, timings) = lifecycle::up(&lab, &opts)?;
             print!("{}", status::render_table(&st));
             for t in timings {
-                let ms = |d: Option<Duration>| d.map(|d| format!("{} ms", d.as_millis())).unwrap_or("-".into());
+                let ms = |d: Option<Duration>| {
+                    d.map(|d| format!("{} ms", d.as_millis()))
+                        .unwrap_or("-".into())
+                };
                 println!(
                     "{}: both ToR sessions Established after {}, 2 next hops after {}",
                     t.host,
@@ -143,7 +154,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 print!("{}", status::render_table(&st));
             }
-            Ok(if st.converged() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if st.converged() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Cmd::Down => {
             let lab = lifecycle::lab_for_down(&cli.dir, &cli.prefix)?;
@@ -163,7 +178,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let lab = Lab::load(&cli.dir)?;
             let (passed, failed) = scenarios::run(&lab, &only)?;
             println!("{passed} passed, {failed} failed");
-            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Cmd::Probe { probe } => run_probe(probe),
     }
@@ -171,12 +190,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 fn run_probe(p: ProbeCmd) -> Result<ExitCode> {
     match p {
-        ProbeCmd::Ping { dst, count, timeout_ms } => {
+        ProbeCmd::Ping {
+            dst,
+            count,
+            timeout_ms,
+        } => {
             let r = probe::ping(dst, count, Duration::from_millis(timeout_ms))?;
             println!("{}", serde_json::to_string(&r)?);
         }
-        ProbeCmd::Serve { listen, idle_secs } => probe::serve(listen, Duration::from_secs(idle_secs))?,
-        ProbeCmd::Connect { dst, flows, bytes, timeout_ms } => {
+        ProbeCmd::Serve { listen, idle_secs } => {
+            probe::serve(listen, Duration::from_secs(idle_secs))?
+        }
+        ProbeCmd::Connect {
+            dst,
+            flows,
+            bytes,
+            timeout_ms,
+        } => {
             let r = probe::connect(dst, flows, bytes, Duration::from_millis(timeout_ms));
             println!("{}", serde_json::to_string(&r)?);
         }

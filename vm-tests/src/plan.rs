@@ -152,8 +152,12 @@ impl Lab {
 
     pub fn load(dir: &Path) -> Result<Lab> {
         let path = Lab::state_file(dir);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("{}: no lab here (run `underlay-lab up` first)", path.display()))?;
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "{}: no lab here (run `underlay-lab up` first)",
+                path.display()
+            )
+        })?;
         let lab: Lab = serde_json::from_str(&text)
             .with_context(|| format!("{}: not a lab state file", path.display()))?;
         Ok(lab)
@@ -287,7 +291,10 @@ mod tests {
         assert_eq!(h.uplinks[0].host_addr, Ipv4Addr::new(172, 30, 2, 1));
         assert_eq!(h.uplinks[1].host_if, "eth1");
         assert_eq!(h.uplinks[1].tor_addr, Ipv4Addr::new(172, 30, 3, 0));
-        assert_eq!(h.bird_conf(&lab()), Path::new("/tmp/x/h1/root/etc/bird/bird.conf"));
+        assert_eq!(
+            h.bird_conf(&lab()),
+            Path::new("/tmp/x/h1/root/etc/bird/bird.conf")
+        );
     }
 
     #[test]

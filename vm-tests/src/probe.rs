@@ -47,7 +47,11 @@ pub fn ping(dst: Ipv4Addr, count: u32, timeout: Duration) -> Result<PingResult> 
         .context("raw ICMP socket (needs root)")?;
     let id = (std::process::id() & 0xffff) as u16;
     let to = SocketAddr::V4(SocketAddrV4::new(dst, 0)).into();
-    let mut res = PingResult { sent: 0, received: 0, rtt_ms: vec![] };
+    let mut res = PingResult {
+        sent: 0,
+        received: 0,
+        rtt_ms: vec![],
+    };
     for seq in 1..=count as u16 {
         let mut pkt = vec![8u8, 0, 0, 0];
         pkt.extend_from_slice(&id.to_be_bytes());
@@ -71,9 +75,14 @@ pub fn ping(dst: Ipv4Addr, count: u32, timeout: Duration) -> Result<PingResult> 
                 Err(_) => break,
             };
             // SAFETY: recv_from initialised the first n bytes.
-            let data: Vec<u8> = buf[..n].iter().map(|b| unsafe { b.assume_init() }).collect();
+            let data: Vec<u8> = buf[..n]
+                .iter()
+                .map(|b| unsafe { b.assume_init() })
+                .collect();
             let ihl = usize::from(data.first().copied().unwrap_or(0) & 0x0f) * 4;
-            let Some(icmp) = data.get(ihl..) else { continue };
+            let Some(icmp) = data.get(ihl..) else {
+                continue;
+            };
             let from_ip = from.as_socket_ipv4().map(|a| *a.ip());
             if icmp.len() >= 8
                 && icmp[0] == 0
@@ -149,7 +158,12 @@ pub fn connect(dst: SocketAddr, flows: u32, bytes: usize, timeout: Duration) -> 
             }
         }
     }
-    ConnectResult { flows, ok, errors, elapsed_ms: start.elapsed().as_millis() }
+    ConnectResult {
+        flows,
+        ok,
+        errors,
+        elapsed_ms: start.elapsed().as_millis(),
+    }
 }
 
 fn one_flow(dst: SocketAddr, bytes: usize, i: u32, timeout: Duration) -> Result<()> {
@@ -162,7 +176,11 @@ fn one_flow(dst: SocketAddr, bytes: usize, i: u32, timeout: Duration) -> Result<
     let mut back = vec![];
     s.read_to_end(&mut back).context("receive")?;
     if back != payload {
-        bail!("echo mismatch: sent {} bytes, got {}", payload.len(), back.len());
+        bail!(
+            "echo mismatch: sent {} bytes, got {}",
+            payload.len(),
+            back.len()
+        );
     }
     Ok(())
 }
@@ -183,19 +201,37 @@ fn run_in_ns<T: for<'de> Deserialize<'de>>(ns: &str, args: &[String]) -> Result<
         .output()
         .with_context(|| format!("probe in {ns}"))?;
     if !out.status.success() {
-        bail!("probe {} in {ns} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "probe {} in {ns} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
-    serde_json::from_slice(&out.stdout).with_context(|| format!("probe {} in {ns}: bad output", args.join(" ")))
+    serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("probe {} in {ns}: bad output", args.join(" ")))
 }
 
 pub fn ping_from(ns: &str, dst: Ipv4Addr, count: u32, timeout_ms: u64) -> Result<PingResult> {
     run_in_ns(
         ns,
-        &["ping".into(), dst.to_string(), "--count".into(), count.to_string(), "--timeout-ms".into(), timeout_ms.to_string()],
+        &[
+            "ping".into(),
+            dst.to_string(),
+            "--count".into(),
+            count.to_string(),
+            "--timeout-ms".into(),
+            timeout_ms.to_string(),
+        ],
     )
 }
 
-pub fn connect_from(ns: &str, dst: SocketAddr, flows: u32, bytes: usize, timeout_ms: u64) -> Result<ConnectResult> {
+pub fn connect_from(
+    ns: &str,
+    dst: SocketAddr,
+    flows: u32,
+    bytes: usize,
+    timeout_ms: u64,
+) -> Result<ConnectResult> {
     run_in_ns(
         ns,
         &[
@@ -224,7 +260,13 @@ impl Server {
         let mut child = Command::new("ip")
             .args(["netns", "exec", ns])
             .arg(&exe)
-            .args(["probe", "serve", &addr.to_string(), "--idle-secs", &idle_secs.to_string()])
+            .args([
+                "probe",
+                "serve",
+                &addr.to_string(),
+                "--idle-secs",
+                &idle_secs.to_string(),
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -235,7 +277,10 @@ impl Server {
         if line.trim() != "ready" {
             let _ = child.kill();
             let out = child.wait_with_output()?;
-            bail!("echo server in {ns} on {addr} did not start: {}", String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "echo server in {ns} on {addr} did not start: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(Server { child, addr })
     }

@@ -19,21 +19,46 @@ pub struct Outcome {
 
 impl Outcome {
     fn new() -> Outcome {
-        Outcome { pass: true, evidence: vec![] }
+        Outcome {
+            pass: true,
+            evidence: vec![],
+        }
     }
     fn check(&mut self, ok: bool, line: String) {
         self.pass &= ok;
-        self.evidence.push(format!("{} {line}", if ok { "ok  " } else { "FAIL" }));
+        self.evidence
+            .push(format!("{} {line}", if ok { "ok  " } else { "FAIL" }));
     }
 }
 
 pub type ScenarioFn = fn(&Lab) -> Result<Outcome>;
 
 pub const SCENARIOS: &[(&str, &str, ScenarioFn)] = &[
-    ("converged", "every ToR session Established, host-table default has 2 next hops", converged),
-    ("reachability", "client reaches every service IP and pod by ICMP and TCP", reachability),
-    ("ecmp-spread", "many TCP flows use both ToR links of every host (L4 hashing)", ecmp_spread),
-    ("failover", "a ToR link goes down: detection time, service IP still reachable, recovery", failover),
+    (
+        "converged",
+        "every ToR session Established, host-table default has 2 next hops",
+        converged,
+    ),
+    (
+        "reachability",
+        "client reaches every service IP and pod by ICMP and TCP",
+        reachability,
+    ),
+    (
+        "ecmp-spread",
+        "many TCP flows use both ToR links of every host (L4 hashing)",
+        ecmp_spread,
+    ),
+    (
+        "failover",
+        "a ToR link goes down: detection time, service IP still reachable, recovery",
+        failover,
+    ),
+    (
+        "failover-silent",
+        "a ToR link drops everything, carrier up (BFD's case): detection, reachability, recovery",
+        failover_silent,
+    ),
 ];
 
 /// Runs the selected scenarios (all when `only` is empty); returns (passed, failed).
@@ -55,7 +80,10 @@ pub fn run(lab: &Lab, only: &[String]) -> Result<(usize, usize)> {
             evidence: vec![format!("FAIL error: {e:#}")],
         });
         let verdict = if outcome.pass { "PASS" } else { "FAIL" };
-        println!("{verdict} {name}: {what} ({} ms)", start.elapsed().as_millis());
+        println!(
+            "{verdict} {name}: {what} ({} ms)",
+            start.elapsed().as_millis()
+        );
         for e in &outcome.evidence {
             println!("    {e}");
         }
@@ -71,7 +99,11 @@ pub fn run(lab: &Lab, only: &[String]) -> Result<(usize, usize)> {
 fn converged(lab: &Lab) -> Result<Outcome> {
     let mut o = Outcome::new();
     for h in status::collect(lab).hosts {
-        let sessions: Vec<String> = h.sessions.iter().map(|s| format!("{}={}", s.peer, s.state)).collect();
+        let sessions: Vec<String> = h
+            .sessions
+            .iter()
+            .map(|s| format!("{}={}", s.peer, s.state))
+            .collect();
         o.check(
             h.converged,
             format!(
@@ -94,12 +126,18 @@ fn reachability(lab: &Lab) -> Result<Outcome> {
     let mut o = Outcome::new();
     let client = lab.client_netns();
     for h in lab.hosts() {
-        for (what, ns, ip) in [("service IP", &h.netns, h.service_ip), ("pod", &h.pod_netns, h.pod_ip)] {
+        for (what, ns, ip) in [
+            ("service IP", &h.netns, h.service_ip),
+            ("pod", &h.pod_netns, h.pod_ip),
+        ] {
             let p = probe::ping_from(&client, ip, 3, 1000)?;
             let rtt = p.rtt_ms.iter().cloned().fold(0.0, f64::max);
             o.check(
                 p.received == p.sent,
-                format!("{}: ping {what} {ip}: {}/{} replies, max rtt {rtt:.2} ms", h.name, p.received, p.sent),
+                format!(
+                    "{}: ping {what} {ip}: {}/{} replies, max rtt {rtt:.2} ms",
+                    h.name, p.received, p.sent
+                ),
             );
             let server = Server::start(ns, sock(ip, 7001), 30)?;
             let c = probe::connect_from(&client, server.addr, 4, 1000, 2000)?;
@@ -136,7 +174,10 @@ fn link_counters(ns: &str, dev: &str) -> Result<Counters> {
 }
 
 fn uplink_counters(h: &Host) -> Result<Vec<Counters>> {
-    h.uplinks.iter().map(|u| link_counters(&h.netns, &u.host_if)).collect()
+    h.uplinks
+        .iter()
+        .map(|u| link_counters(&h.netns, &u.host_if))
+        .collect()
 }
 
 const SPREAD_FLOWS: u32 = 64;
@@ -154,11 +195,23 @@ fn ecmp_spread(lab: &Lab) -> Result<Outcome> {
         let d: Vec<Counters> = before
             .iter()
             .zip(&after)
-            .map(|(b, a)| Counters { rx: a.rx - b.rx, tx: a.tx - b.tx })
+            .map(|(b, a)| Counters {
+                rx: a.rx - b.rx,
+                tx: a.tx - b.tx,
+            })
             .collect();
-        let (rx_total, tx_total) = (d.iter().map(|c| c.rx).sum::<u64>(), d.iter().map(|c| c.tx).sum::<u64>());
+        let (rx_total, tx_total) = (
+            d.iter().map(|c| c.rx).sum::<u64>(),
+            d.iter().map(|c| c.tx).sum::<u64>(),
+        );
         let share = |x: u64, t: u64| if t == 0 { 0.0 } else { x as f64 / t as f64 };
-        o.check(c.ok == c.flows, format!("{}: {}/{} TCP flows to {} completed", h.name, c.ok, c.flows, server.addr));
+        o.check(
+            c.ok == c.flows,
+            format!(
+                "{}: {}/{} TCP flows to {} completed",
+                h.name, c.ok, c.flows, server.addr
+            ),
+        );
         for (u, dc) in h.uplinks.iter().zip(&d) {
             let (rs, ts) = (share(dc.rx, rx_total), share(dc.tx, tx_total));
             o.check(
@@ -191,16 +244,77 @@ fn wait_nexthops(ns: &str, timeout: Duration, pred: impl Fn(usize) -> bool) -> O
     None
 }
 
-/// Takes down the ToR-A end of host 1's uplink, so the host sees only a lost
-/// carrier and must detect the failure through BFD/BGP (like a ToR failing).
+/// How a ToR link fails in a failover scenario.
+#[derive(Clone, Copy)]
+enum Fault {
+    /// `ip link set down` on the ToR end: the host sees its carrier go away.
+    LinkDown,
+    /// nftables in the ToR namespace drops everything on the link while the
+    /// carrier stays up: only BFD (or the hold timer) can notice.
+    Silent,
+}
+
+const FAULT_TABLE: &str = "ul_lab_fault";
+
+impl Fault {
+    fn describe(self, tor_if: &str) -> String {
+        match self {
+            Fault::LinkDown => format!("{tor_if} set down"),
+            Fault::Silent => format!("{tor_if} silently dropping (carrier up)"),
+        }
+    }
+
+    fn inject(self, lab: &Lab, tns: &str, tor_if: &str) -> Result<()> {
+        match self {
+            Fault::LinkDown => cmd::ip(tns, &["link", "set", "dev", tor_if, "down"]).map(|_| ()),
+            Fault::Silent => {
+                let rules = format!(
+                    "table inet {FAULT_TABLE} {{\n\
+                     chain input {{ type filter hook input priority -10; iifname \"{tor_if}\" drop; }}\n\
+                     chain forward {{ type filter hook forward priority -10; iifname \"{tor_if}\" drop; oifname \"{tor_if}\" drop; }}\n\
+                     chain output {{ type filter hook output priority -10; oifname \"{tor_if}\" drop; }}\n}}\n"
+                );
+                let path = lab.dir.join("fault.nft");
+                std::fs::write(&path, rules)?;
+                cmd::ns_exec(tns, "nft", &["-f", &path.to_string_lossy()]).map(|_| ())
+            }
+        }
+    }
+
+    fn clear(self, tns: &str, tor_if: &str) -> Result<()> {
+        match self {
+            Fault::LinkDown => cmd::ip(tns, &["link", "set", "dev", tor_if, "up"]).map(|_| ()),
+            Fault::Silent => {
+                cmd::ns_exec(tns, "nft", &["delete", "table", "inet", FAULT_TABLE]).map(|_| ())
+            }
+        }
+    }
+}
+
 fn failover(lab: &Lab) -> Result<Outcome> {
+    failover_with(lab, Fault::LinkDown)
+}
+
+fn failover_silent(lab: &Lab) -> Result<Outcome> {
+    failover_with(lab, Fault::Silent)
+}
+
+/// Fails host 1's link to ToR A, measures how long the host table keeps the
+/// dead next hop, checks the service IP stays reachable, restores the link.
+fn failover_with(lab: &Lab, fault: Fault) -> Result<Outcome> {
     let mut o = Outcome::new();
     let h = lab.host(1);
     let tor = Tor::A;
     let tns = lab.tor_netns(tor);
     let uplink = &h.uplinks[tor.index() as usize];
     let before = status::host_table_nexthops(&h.netns)?;
-    o.check(before == 2, format!("{}: host-table default has {before} next hops before the failure", h.name));
+    o.check(
+        before == 2,
+        format!(
+            "{}: host-table default has {before} next hops before the failure",
+            h.name
+        ),
+    );
     if before != 2 {
         return Ok(o);
     }
@@ -208,42 +322,49 @@ fn failover(lab: &Lab) -> Result<Outcome> {
     let client = lab.client_netns();
 
     let t0 = Instant::now();
-    cmd::ip(&tns, &["link", "set", "dev", &uplink.tor_if, "down"])?;
-    let result = during_failure(lab, &h, &server, &client, t0, &mut o);
+    fault.inject(lab, &tns, &uplink.tor_if)?;
+    let what = fault.describe(&format!("{}/{}", tor.name(), uplink.tor_if));
+    let result = during_failure(&h, &what, &server, &client, t0, &mut o);
     // Always restore, even when the checks above failed.
-    cmd::ip(&tns, &["link", "set", "dev", &uplink.tor_if, "up"])?;
+    fault.clear(&tns, &uplink.tor_if)?;
     result?;
     let restored = wait_nexthops(&h.netns, Duration::from_secs(30), |n| n >= 2);
     o.check(
         restored.is_some(),
         match restored {
-            Some(d) => format!("{}: link restored, 2 next hops again after {} ms", h.name, d.as_millis()),
-            None => format!("{}: link restored, but no 2 next hops within 30 s", h.name),
+            Some(d) => format!(
+                "{}: fault cleared, 2 next hops again after {} ms",
+                h.name,
+                d.as_millis()
+            ),
+            None => format!("{}: fault cleared, but no 2 next hops within 30 s", h.name),
         },
     );
-    let _ = lab;
     Ok(o)
 }
 
 fn during_failure(
-    _lab: &Lab,
     h: &Host,
+    what: &str,
     server: &Server,
     client: &str,
     t0: Instant,
     o: &mut Outcome,
 ) -> Result<()> {
-    let detected = wait_nexthops(&h.netns, Duration::from_secs(15), |n| n <= 1).map(|_| t0.elapsed());
+    let detected =
+        wait_nexthops(&h.netns, Duration::from_secs(15), |n| n <= 1).map(|_| t0.elapsed());
     o.check(
         detected.is_some_and(|d| d <= Duration::from_secs(2)),
         match detected {
             Some(d) => format!(
-                "{}: host-table default dropped to 1 next hop {} ms after {} went down (BFD 3x100 ms)",
+                "{}: host-table default dropped to 1 next hop {} ms after {what}",
                 h.name,
                 d.as_millis(),
-                h.uplinks[0].tor_if
             ),
-            None => format!("{}: host-table default still had 2 next hops after 15 s", h.name),
+            None => format!(
+                "{}: host-table default still had 2 next hops after 15 s",
+                h.name
+            ),
         },
     );
     // The service IP must stay reachable; both ToRs get client flows, the one
@@ -256,7 +377,13 @@ fn during_failure(
         if p.received == 1 && c.ok == c.flows {
             break Some(t0.elapsed());
         }
-        last = format!("ping {}/1, tcp {}/{} {}", p.received, c.ok, c.flows, c.errors.join("; "));
+        last = format!(
+            "ping {}/1, tcp {}/{} {}",
+            p.received,
+            c.ok,
+            c.flows,
+            c.errors.join("; ")
+        );
         if Instant::now() > deadline {
             break None;
         }

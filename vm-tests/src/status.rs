@@ -4,7 +4,7 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::bird::{Bird, BgpSession};
+use crate::bird::{BgpSession, Bird};
 use crate::cmd;
 use crate::plan::{Host, Lab, HOST_TABLE};
 
@@ -119,7 +119,7 @@ fn our_rules(ns: &str) -> Result<Vec<RuleStatus>> {
             Some(RuleStatus {
                 priority,
                 table: r["table"].as_str().unwrap_or("?").to_string(),
-                suppress_prefixlength: r["suppress_prefixlength"].as_u64(),
+                suppress_prefixlength: r["suppress_prefixlen"].as_u64(),
                 protocol: r["protocol"].as_str().map(str::to_string),
             })
         })
@@ -159,7 +159,13 @@ fn rules_cell(h: &HostStatus) -> String {
 /// The human form: an aligned table, one host per line.
 pub fn render_table(st: &LabStatus) -> String {
     let header = [
-        "HOST", "NETNS", "SERVICE_IP", "SESSIONS (peer=state)", "NEXTHOPS", "RULES", "POD_BLOCK",
+        "HOST",
+        "NETNS",
+        "SERVICE_IP",
+        "SESSIONS (peer=state)",
+        "NEXTHOPS",
+        "RULES",
+        "POD_BLOCK",
         "OK",
     ];
     let rows: Vec<[String; 8]> = st

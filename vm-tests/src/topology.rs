@@ -6,9 +6,7 @@
 use anyhow::{Context, Result};
 
 use crate::cmd::{self, ip};
-use crate::plan::{
-    Host, Lab, Tor, CLIENT_IP, CLIENT_SUBNET, LINK_MTU, POD_BLOCK_LEN, POD_GATEWAY, POD_HOST_IF,
-};
+use crate::plan::{Host, Lab, Tor, CLIENT_IP, CLIENT_SUBNET, LINK_MTU, POD_GATEWAY, POD_HOST_IF};
 
 /// Builds (or repairs) everything but the host's own configuration, which is
 /// the agent's job: host uplinks are created down and without addresses.
@@ -131,7 +129,15 @@ fn ensure_client(lab: &Lab) -> Result<()> {
         // The ToR's kernel route to the client subnet; BIRD announces it.
         ip(
             &tns,
-            &["route", "replace", CLIENT_SUBNET, "via", &client_addr.to_string(), "dev", "client"],
+            &[
+                "route",
+                "replace",
+                CLIENT_SUBNET,
+                "via",
+                &client_addr.to_string(),
+                "dev",
+                "client",
+            ],
         )?;
     }
     addr_replace(&cns, &format!("{CLIENT_IP}/32"), "lo", false)?;
@@ -140,8 +146,21 @@ fn ensure_client(lab: &Lab) -> Result<()> {
     ip(
         &cns,
         &[
-            "route", "replace", "default", "src", &CLIENT_IP.to_string(), "nexthop", "via",
-            &a.to_string(), "dev", "eth0", "nexthop", "via", &b.to_string(), "dev", "eth1",
+            "route",
+            "replace",
+            "default",
+            "src",
+            &CLIENT_IP.to_string(),
+            "nexthop",
+            "via",
+            &a.to_string(),
+            "dev",
+            "eth0",
+            "nexthop",
+            "via",
+            &b.to_string(),
+            "dev",
+            "eth1",
         ],
     )?;
     Ok(())
@@ -164,19 +183,44 @@ fn ensure_host_uplinks(lab: &Lab, h: &Host) -> Result<()> {
 /// answers ARP by proxy and routes the pod /32 in `main`.
 fn ensure_pod(h: &Host) -> Result<()> {
     ensure_veth(&h.netns, POD_HOST_IF, &h.pod_netns, "eth0", 1500)?;
-    cmd::sysctl(&h.netns, &format!("net.ipv4.conf.{POD_HOST_IF}.proxy_arp"), "1")?;
+    cmd::sysctl(
+        &h.netns,
+        &format!("net.ipv4.conf.{POD_HOST_IF}.proxy_arp"),
+        "1",
+    )?;
+    // Calico answers at once; the kernel's default delays proxy ARP up to 0.8 s.
+    cmd::sysctl(
+        &h.netns,
+        &format!("net.ipv4.neigh.{POD_HOST_IF}.proxy_delay"),
+        "0",
+    )?;
     link_up(&h.netns, POD_HOST_IF)?;
     let pod = &h.pod_netns;
     addr_replace(pod, &format!("{}/32", h.pod_ip), "eth0", false)?;
     link_up(pod, "eth0")?;
     let gw = POD_GATEWAY.to_string();
-    ip(pod, &["route", "replace", &gw, "dev", "eth0", "scope", "link"])?;
-    ip(pod, &["route", "replace", "default", "via", &gw, "dev", "eth0", "onlink"])?;
+    ip(
+        pod,
+        &["route", "replace", &gw, "dev", "eth0", "scope", "link"],
+    )?;
+    ip(
+        pod,
+        &[
+            "route", "replace", "default", "via", &gw, "dev", "eth0", "onlink",
+        ],
+    )?;
     ip(
         &h.netns,
-        &["route", "replace", &format!("{}/32", h.pod_ip), "dev", POD_HOST_IF, "scope", "link"],
+        &[
+            "route",
+            "replace",
+            &format!("{}/32", h.pod_ip),
+            "dev",
+            POD_HOST_IF,
+            "scope",
+            "link",
+        ],
     )?;
-    debug_assert!(POD_BLOCK_LEN == 26);
     Ok(())
 }
 

@@ -30,6 +30,82 @@ pub struct RoleInput {
     pub uplinks: UplinkDefaultsInput,
     #[serde(default)]
     pub sysctl: SysctlInput,
+    #[serde(default)]
+    pub bgp: Option<BgpInput>,
+}
+
+/// The host BGP speaker (BIRD 2), tiered in front of Calico's BIRD.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BgpInput {
+    /// The table the host BIRD syncs (one of routing.tables; never main).
+    pub host_table: Spanned<String>,
+    #[serde(default)]
+    pub config_path: Option<String>,
+    #[serde(default)]
+    pub control_socket: Option<String>,
+    /// Directory whose bird.conf.j2 replaces the built-in template.
+    #[serde(default)]
+    pub templates_dir: Option<String>,
+    #[serde(default)]
+    pub hold_time: Option<Spanned<u16>>,
+    #[serde(default)]
+    pub keepalive: Option<Spanned<u16>>,
+    #[serde(default)]
+    pub connect_retry: Option<Spanned<u16>>,
+    #[serde(default)]
+    pub graceful_restart: Option<bool>,
+    #[serde(default)]
+    pub bfd: Option<BfdInput>,
+    #[serde(default)]
+    pub calico: Option<CalicoInput>,
+    #[serde(default)]
+    pub readiness: Option<ReadinessInput>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BfdInput {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub interval_ms: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub multiplier: Option<Spanned<u8>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalicoInput {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Host BIRD's end of the session (loopback).
+    #[serde(default)]
+    pub host_address: Option<Spanned<std::net::IpAddr>>,
+    /// Calico BIRD's address and port (it must not bind the host BIRD's 179).
+    #[serde(default)]
+    pub calico_address: Option<Spanned<std::net::IpAddr>>,
+    #[serde(default)]
+    pub calico_port: Option<Spanned<u16>>,
+    /// Calico's ASN; default: the host's (iBGP).
+    #[serde(default)]
+    pub calico_asn: Option<Asn>,
+    /// Send Calico a default route (else export nothing to it).
+    #[serde(default)]
+    pub export_default: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadinessInput {
+    #[serde(default)]
+    pub min_paths: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub timeout_s: Option<Spanned<u32>>,
 }
 
 fn default_protocol() -> Spanned<ProtocolId> {

@@ -3,6 +3,7 @@
 //! only place a user's mistake is reported; every error names the file, the
 //! key path, line and column, what was found and what is expected.
 
+mod bgp;
 pub mod input;
 pub mod types;
 mod validate;

@@ -70,6 +70,10 @@ pub(super) fn validate(
     });
 
     let uplinks = uplinks(host_src, host, default_mtu, &mut p);
+    let bgp = role
+        .bgp
+        .as_ref()
+        .and_then(|b| super::bgp::validate(role_src, b, &tables, host.asn, uplinks.len(), &mut p));
     if uplinks.is_empty() && p.is_empty() {
         p.push(host_src.problem(
             "uplinks",
@@ -95,6 +99,7 @@ pub(super) fn validate(
         pods,
         sysctl_global,
         sysctl_uplink,
+        bgp,
     })
 }
 

@@ -3,11 +3,13 @@
 //! `plan(target, fake.after(ops))` and expect an empty plan.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use super::{Query, System, SystemError};
-use crate::desired::{RuleSpec, SysctlKey};
-use crate::observed::{Observed, ObservedAddress, ObservedLink};
+use ipnet::IpNet;
+
+use super::{BirdProtocol, Query, System, SystemError};
+use crate::desired::{Family, RuleSpec, SysctlKey};
+use crate::observed::{NextHop, Observed, ObservedAddress, ObservedLink};
 use crate::plan::Op;
 use crate::state::State;
 
@@ -25,6 +27,11 @@ pub struct FakeSystem {
     pub applied: Vec<Op>,
     /// Fail the nth apply (0-based), to test partial application.
     pub fail_at: Option<usize>,
+    /// Default-route next hops per table.
+    pub nexthops: BTreeMap<u32, Vec<NextHop>>,
+    /// `None`: no BIRD answers on the socket.
+    pub bird: Option<Vec<BirdProtocol>>,
+    pub exported: BTreeMap<String, Vec<IpNet>>,
 }
 
 impl FakeSystem {
@@ -37,6 +44,7 @@ impl FakeSystem {
             perm_mac: None,
             mtu: 65536,
             up: true,
+            oper_up: true,
         }];
         for (i, n) in nics.iter().enumerate() {
             links.push(ObservedLink {
@@ -46,6 +54,7 @@ impl FakeSystem {
                 perm_mac: None,
                 mtu: 1500,
                 up: false,
+                oper_up: false,
             });
         }
         FakeSystem {
@@ -96,6 +105,7 @@ impl System for FakeSystem {
                     l.mtu = *m;
                 }
                 l.up = *up;
+                l.oper_up = *up;
             }
             Op::AddAddress {
                 index,
@@ -147,5 +157,19 @@ impl System for FakeSystem {
     fn save_state(&mut self, state: &State) -> Result<(), SystemError> {
         self.state = Some(state.clone());
         Ok(())
+    }
+
+    fn default_nexthops(&mut self, table: u32, _family: Family) -> Result<Vec<NextHop>, SystemError> {
+        Ok(self.nexthops.get(&table).cloned().unwrap_or_default())
+    }
+
+    fn bird_protocols(&mut self, socket: &Path) -> Result<Vec<BirdProtocol>, SystemError> {
+        self.bird
+            .clone()
+            .ok_or_else(|| SystemError::Other(format!("no BIRD answers on {}", socket.display())))
+    }
+
+    fn bird_exported(&mut self, _socket: &Path, protocol: &str) -> Result<Vec<IpNet>, SystemError> {
+        Ok(self.exported.get(protocol).cloned().unwrap_or_default())
     }
 }

@@ -10,10 +10,12 @@ pub mod netns;
 pub mod sysctl;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use crate::desired::SysctlKey;
-use crate::observed::{Observed, ObservedLink};
+use ipnet::IpNet;
+
+use crate::desired::{Family, SysctlKey};
+use crate::observed::{NextHop, Observed, ObservedLink};
 use crate::plan::Op;
 use crate::state::State;
 
@@ -89,4 +91,23 @@ pub trait System {
     fn observe(&mut self, links: Vec<ObservedLink>, state: State, q: &Query) -> Result<Observed, SystemError>;
     fn apply(&mut self, op: &Op) -> Result<(), SystemError>;
     fn save_state(&mut self, state: &State) -> Result<(), SystemError>;
+
+    // Reads for readiness gates and diagnostics.
+
+    /// Next hops of the default route in `table`.
+    fn default_nexthops(&mut self, table: u32, family: Family) -> Result<Vec<NextHop>, SystemError>;
+    /// Protocols of the BIRD behind `socket` (logical path below --root).
+    fn bird_protocols(&mut self, socket: &Path) -> Result<Vec<BirdProtocol>, SystemError>;
+    /// Prefixes BIRD exports to `protocol`.
+    fn bird_exported(&mut self, socket: &Path, protocol: &str) -> Result<Vec<IpNet>, SystemError>;
+}
+
+/// One line of BIRD's `show protocols`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BirdProtocol {
+    pub name: String,
+    pub proto: String,
+    pub state: String,
+    /// For BGP: Idle, Connect, Active, OpenSent, OpenConfirm, Established.
+    pub info: String,
 }

@@ -1,5 +1,5 @@
 use futures_util::TryStreamExt;
-use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, State};
 use rtnetlink::{Handle, LinkUnspec};
 
 use super::nl;
@@ -16,12 +16,14 @@ fn parse(m: &LinkMessage) -> Option<ObservedLink> {
     let mut addr = None;
     let mut perm = None;
     let mut mtu = 0;
+    let mut oper_up = false;
     for a in &m.attributes {
         match a {
             LinkAttribute::IfName(n) => name = Some(n.clone()),
             LinkAttribute::Address(b) => addr = mac(b),
             LinkAttribute::PermAddress(b) => perm = mac(b),
             LinkAttribute::Mtu(v) => mtu = *v,
+            LinkAttribute::OperState(s) => oper_up = matches!(s, State::Up | State::Unknown),
             _ => {}
         }
     }
@@ -32,6 +34,7 @@ fn parse(m: &LinkMessage) -> Option<ObservedLink> {
         perm_mac: perm.filter(|p| Some(*p) != addr),
         mtu,
         up: m.header.flags.contains(LinkFlags::Up),
+        oper_up: oper_up && m.header.flags.contains(LinkFlags::Up),
     })
 }
 

@@ -4,6 +4,7 @@
 
 mod addresses;
 mod links;
+mod routes;
 mod rules;
 
 use std::path::{Path, PathBuf};
@@ -11,8 +12,11 @@ use std::path::{Path, PathBuf};
 use rtnetlink::Handle;
 use tokio::runtime::Runtime;
 
-use super::{files, sysctl, Query, System, SystemError};
-use crate::observed::{Observed, ObservedLink};
+use ipnet::IpNet;
+
+use super::{files, sysctl, BirdProtocol, Query, System, SystemError};
+use crate::desired::Family;
+use crate::observed::{NextHop, Observed, ObservedLink};
 use crate::plan::Op;
 use crate::state::State;
 
@@ -129,6 +133,20 @@ impl System for LinuxSystem {
             }
             Op::RemoveFile { path } => files::remove(&files::under_root(&self.root, path)),
         }
+    }
+
+    fn default_nexthops(&mut self, table: u32, family: Family) -> Result<Vec<NextHop>, SystemError> {
+        self.rt.block_on(routes::default_nexthops(&self.handle, table, family))
+    }
+
+    fn bird_protocols(&mut self, socket: &Path) -> Result<Vec<BirdProtocol>, SystemError> {
+        let _ = socket;
+        Err(SystemError::Other("BIRD control client not wired yet".into()))
+    }
+
+    fn bird_exported(&mut self, socket: &Path, protocol: &str) -> Result<Vec<IpNet>, SystemError> {
+        let _ = (socket, protocol);
+        Err(SystemError::Other("BIRD control client not wired yet".into()))
     }
 
     fn save_state(&mut self, state: &State) -> Result<(), SystemError> {

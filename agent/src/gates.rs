@@ -1,0 +1,208 @@
+//! Readiness gates: the host is ready for the cluster join only when every
+//! uplink is up, every ToR session is Established, the host table's default
+//! has enough ECMP next hops, and the service IP is exported to every ToR.
+//! Evaluation is pure (`evaluate`); `wait` polls the system until all pass or
+//! the timeout expires, reporting progress.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+use crate::desired::Family;
+use crate::observed::{NextHop, ObservedLink};
+use crate::system::{BirdProtocol, System, SystemError};
+
+/// What the gates check, resolved for this host.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub uplinks: Vec<GateUplink>,
+    pub host_table: u32,
+    pub min_paths: u32,
+    pub service: Vec<IpNet>,
+    pub socket: PathBuf,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct GateUplink {
+    pub name: String,
+    pub index: u32,
+    pub ifname: String,
+    /// BIRD protocol names of this uplink's sessions (one per family).
+    pub protocols: Vec<String>,
+}
+
+/// One poll's readings.
+#[derive(Debug, Clone)]
+pub struct Readings {
+    pub links: Vec<ObservedLink>,
+    pub nexthops: Vec<NextHop>,
+    /// `Err`: BIRD did not answer (message kept as evidence).
+    pub protocols: Result<Vec<BirdProtocol>, String>,
+    pub exported: Vec<(String, Vec<IpNet>)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Gate {
+    pub name: &'static str,
+    pub passed: bool,
+    pub evidence: String,
+}
+
+pub const UPLINKS_UP: &str = "uplinks-up";
+pub const BGP_ESTABLISHED: &str = "bgp-established";
+pub const ECMP_PATHS: &str = "ecmp-paths";
+pub const SERVICE_EXPORTED: &str = "service-exported";
+
+pub fn evaluate(spec: &Spec, r: &Readings) -> Vec<Gate> {
+    let mut gates = Vec::new();
+
+    let link_states: Vec<(String, bool)> = spec
+        .uplinks
+        .iter()
+        .map(|u| {
+            let up = r.links.iter().find(|l| l.index == u.index).is_some_and(|l| l.oper_up);
+            (u.ifname.clone(), up)
+        })
+        .collect();
+    gates.push(Gate {
+        name: UPLINKS_UP,
+        passed: link_states.iter().all(|(_, up)| *up),
+        evidence: link_states
+            .iter()
+            .map(|(n, up)| format!("{n} {}", if *up { "up" } else { "down" }))
+            .collect::<Vec<_>>()
+            .join(", "),
+    });
+
+    let (bgp_ok, bgp_evidence) = match &r.protocols {
+        Err(e) => (false, format!("BIRD not answering: {e}")),
+        Ok(protos) => {
+            let mut ok = true;
+            let mut ev = Vec::new();
+            for p in spec.uplinks.iter().flat_map(|u| u.protocols.iter()) {
+                let info = protos.iter().find(|x| &x.name == p).map_or("missing", |x| x.info.as_str());
+                let est = info.starts_with("Established");
+                ok &= est;
+                ev.push(format!("{p} {info}"));
+            }
+            (ok, ev.join(", "))
+        }
+    };
+    gates.push(Gate {
+        name: BGP_ESTABLISHED,
+        passed: bgp_ok,
+        evidence: bgp_evidence,
+    });
+
+    let n = r.nexthops.len() as u32;
+    let via: Vec<String> = r
+        .nexthops
+        .iter()
+        .map(|h| {
+            let dev = r.links.iter().find(|l| l.index == h.oif).map_or_else(|| h.oif.to_string(), |l| l.name.clone());
+            match h.gateway {
+                Some(g) => format!("{g} ({dev})"),
+                None => dev,
+            }
+        })
+        .collect();
+    gates.push(Gate {
+        name: ECMP_PATHS,
+        passed: n >= spec.min_paths,
+        evidence: format!(
+            "table {} default: {n} next hop{} (want {}){}{}",
+            spec.host_table,
+            if n == 1 { "" } else { "s" },
+            spec.min_paths,
+            if via.is_empty() { "" } else { " via " },
+            via.join(", ")
+        ),
+    });
+
+    let mut ok = r.protocols.is_ok();
+    let mut ev = Vec::new();
+    for p in spec.uplinks.iter().flat_map(|u| u.protocols.iter()) {
+        let exported = r.exported.iter().find(|(name, _)| name == p).map(|(_, v)| v.as_slice()).unwrap_or(&[]);
+        // Each session carries its own family: a v4 session must export the v4 service IP.
+        let missing: Vec<String> = spec
+            .service
+            .iter()
+            .filter(|s| family_of_protocol(p) == Family::of(&s.addr()) && !exported.contains(s))
+            .map(ToString::to_string)
+            .collect();
+        ok &= missing.is_empty();
+        ev.push(if missing.is_empty() {
+            format!("{p}: exported")
+        } else {
+            format!("{p}: {} not exported", missing.join(", "))
+        });
+    }
+    gates.push(Gate {
+        name: SERVICE_EXPORTED,
+        passed: ok,
+        evidence: ev.join(", "),
+    });
+    gates
+}
+
+/// Protocol names for IPv6 sessions end in `_v6` (see the BIRD template).
+pub fn family_of_protocol(name: &str) -> Family {
+    if name.ends_with("_v6") {
+        Family::Ipv6
+    } else {
+        Family::Ipv4
+    }
+}
+
+pub fn read(sys: &mut dyn System, spec: &Spec) -> Result<Readings, SystemError> {
+    let links = sys.links()?;
+    let nexthops = sys.default_nexthops(spec.host_table, Family::Ipv4)?;
+    let protocols = sys.bird_protocols(&spec.socket).map_err(|e| e.to_string());
+    let mut exported = Vec::new();
+    if protocols.is_ok() {
+        for p in spec.uplinks.iter().flat_map(|u| u.protocols.iter()) {
+            exported.push((p.clone(), sys.bird_exported(&spec.socket, p).unwrap_or_default()));
+        }
+    }
+    Ok(Readings {
+        links,
+        nexthops,
+        protocols,
+        exported,
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub passed: bool,
+    pub gates: Vec<Gate>,
+    pub elapsed_ms: u64,
+}
+
+/// Polls until every gate passes or the timeout expires. `progress` is called
+/// after each poll (for a terminal line or sd_notify STATUS=).
+pub fn wait(
+    sys: &mut dyn System,
+    spec: &Spec,
+    mut progress: impl FnMut(&[Gate], Duration),
+) -> Result<Outcome, SystemError> {
+    let start = Instant::now();
+    loop {
+        let readings = read(sys, spec)?;
+        let gates = evaluate(spec, &readings);
+        let elapsed = start.elapsed();
+        progress(&gates, elapsed);
+        let passed = gates.iter().all(|g| g.passed);
+        if passed || elapsed >= spec.timeout {
+            return Ok(Outcome {
+                passed,
+                gates,
+                elapsed_ms: elapsed.as_millis() as u64,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,177 @@
+//! Validation of the `[bgp]` section: the host BIRD's table, timers, BFD,
+//! the Calico tier and the readiness gates.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use super::input::BgpInput;
+use super::{Problem, Source};
+use crate::desired::{Asn, Bfd, Bgp, CalicoPeer, Table, TableId};
+
+pub const DEFAULT_CONFIG: &str = "/etc/bird/bird.conf";
+pub const DEFAULT_SOCKET: &str = "/run/bird/bird.ctl";
+pub const DEFAULT_TEMPLATES: &str = "/etc/underlay/templates";
+
+fn absolute(src: &Source, key: &str, v: &Option<String>, default: &str, p: &mut Vec<Problem>) -> std::path::PathBuf {
+    let s = v.clone().unwrap_or_else(|| default.to_string());
+    if !s.starts_with('/') {
+        p.push(src.problem(key, &(0..0), format!("found '{s}', expected an absolute path such as {default}")));
+    }
+    s.into()
+}
+
+pub(super) fn validate(
+    src: &Source,
+    b: &BgpInput,
+    tables: &[Table],
+    host_asn: Asn,
+    uplinks: usize,
+    p: &mut Vec<Problem>,
+) -> Option<Bgp> {
+    let before = p.len();
+    let name = b.host_table.get_ref();
+    let host_table = tables.iter().find(|t| &t.name == name).cloned();
+    if host_table.is_none() {
+        let why = if TableId::builtin(name).is_some() {
+            format!("'{name}' is a kernel table; the host BIRD must sync a table of its own (Calico's BIRD owns main)")
+        } else {
+            let known: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+            format!("unknown table '{name}', expected one of routing.tables: {}", known.join(", "))
+        };
+        p.push(src.problem("bgp.host_table", &b.host_table.span(), why));
+    }
+    let num = |key: &str, v: &Option<toml::Spanned<u16>>, default: u16, ok: fn(u16) -> bool, expect: &str, p: &mut Vec<Problem>| {
+        match v {
+            Some(s) if !ok(*s.get_ref()) => {
+                p.push(src.problem(key, &s.span(), format!("found {}, expected {expect}", s.get_ref())));
+                default
+            }
+            Some(s) => *s.get_ref(),
+            None => default,
+        }
+    };
+    let hold_time = num("bgp.hold_time", &b.hold_time, 9, |v| v == 0 || v >= 3, "0 or 3–65535 seconds", p);
+    let keepalive = num("bgp.keepalive", &b.keepalive, 3, |v| v >= 1, "1 or more seconds", p);
+    if hold_time != 0 && keepalive >= hold_time {
+        if let Some(k) = &b.keepalive {
+            p.push(src.problem(
+                "bgp.keepalive",
+                &k.span(),
+                format!("found {keepalive}, expected less than hold_time ({hold_time}), typically a third of it"),
+            ));
+        }
+    }
+    let connect_retry = num("bgp.connect_retry", &b.connect_retry, 5, |v| v >= 1, "1 or more seconds", p);
+
+    let bfd = match &b.bfd {
+        Some(f) if !f.enabled => None,
+        f => {
+            let interval_ms = match f.as_ref().and_then(|f| f.interval_ms.as_ref()) {
+                Some(i) if !(10..=10_000).contains(i.get_ref()) => {
+                    p.push(src.problem("bgp.bfd.interval_ms", &i.span(), format!("found {}, expected 10–10000 ms", i.get_ref())));
+                    100
+                }
+                Some(i) => *i.get_ref(),
+                None => 100,
+            };
+            let multiplier = match f.as_ref().and_then(|f| f.multiplier.as_ref()) {
+                Some(m) if *m.get_ref() == 0 => {
+                    p.push(src.problem("bgp.bfd.multiplier", &m.span(), "found 0, expected 1–255 (3 is usual)"));
+                    3
+                }
+                Some(m) => *m.get_ref(),
+                None => 3,
+            };
+            Some(Bfd { interval_ms, multiplier })
+        }
+    };
+
+    let calico = match &b.calico {
+        Some(c) if !c.enabled => None,
+        c => {
+            let host_address = c
+                .as_ref()
+                .and_then(|c| c.host_address.as_ref())
+                .map_or(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), |a| *a.get_ref());
+            let calico_address = c
+                .as_ref()
+                .and_then(|c| c.calico_address.as_ref())
+                .map_or(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), |a| *a.get_ref());
+            if host_address == calico_address {
+                let span = c
+                    .as_ref()
+                    .and_then(|c| c.calico_address.as_ref().or(c.host_address.as_ref()))
+                    .map_or(0..0, |a| a.span());
+                p.push(src.problem(
+                    "bgp.calico.calico_address",
+                    &span,
+                    format!(
+                        "found {calico_address} for both ends; the two BIRDs need different session addresses \
+                         (a next hop equal to the neighbour's address is rejected), e.g. 127.0.0.1 and 127.0.0.2"
+                    ),
+                ));
+            }
+            let calico_port = match c.as_ref().and_then(|c| c.calico_port.as_ref()) {
+                Some(port) if *port.get_ref() == 179 || *port.get_ref() == 0 => {
+                    p.push(src.problem(
+                        "bgp.calico.calico_port",
+                        &port.span(),
+                        format!("found {}, expected a port other than 179 (the host BIRD's), e.g. 1179", port.get_ref()),
+                    ));
+                    1179
+                }
+                Some(port) => *port.get_ref(),
+                None => 1179,
+            };
+            Some(CalicoPeer {
+                host_address,
+                calico_address,
+                calico_port,
+                calico_asn: c.as_ref().and_then(|c| c.calico_asn).unwrap_or(host_asn),
+                export_default: c.as_ref().is_some_and(|c| c.export_default),
+            })
+        }
+    };
+
+    let readiness = b.readiness.as_ref();
+    let min_paths = match readiness.and_then(|r| r.min_paths.as_ref()) {
+        Some(m) if *m.get_ref() == 0 || *m.get_ref() as usize > uplinks.max(1) => {
+            p.push(src.problem(
+                "bgp.readiness.min_paths",
+                &m.span(),
+                format!("found {}, expected 1–{} (one next hop per uplink at most)", m.get_ref(), uplinks.max(1)),
+            ));
+            1
+        }
+        Some(m) => *m.get_ref(),
+        None => uplinks.clamp(1, 2) as u32,
+    };
+    let timeout_s = match readiness.and_then(|r| r.timeout_s.as_ref()) {
+        Some(t) if *t.get_ref() == 0 => {
+            p.push(src.problem("bgp.readiness.timeout_s", &t.span(), "found 0, expected a timeout in seconds, e.g. 60"));
+            60
+        }
+        Some(t) => *t.get_ref(),
+        None => 60,
+    };
+    let config_path = absolute(src, "bgp.config_path", &b.config_path, DEFAULT_CONFIG, p);
+    let control_socket = absolute(src, "bgp.control_socket", &b.control_socket, DEFAULT_SOCKET, p);
+    let templates_dir = absolute(src, "bgp.templates_dir", &b.templates_dir, DEFAULT_TEMPLATES, p);
+
+    if p.len() != before {
+        return None;
+    }
+    Some(Bgp {
+        host_table: host_table?,
+        config_path,
+        control_socket,
+        templates_dir,
+        hold_time,
+        keepalive,
+        connect_retry,
+        graceful_restart: b.graceful_restart.unwrap_or(true),
+        bfd,
+        calico,
+        min_paths,
+        timeout_s,
+    })
+}
