@@ -133,16 +133,14 @@ pub(super) fn validate(
     };
 
     let readiness = b.readiness.as_ref();
+    // A role profile wants N paths; a host with fewer uplinks (one ToR in
+    // maintenance, say) can have at most one per uplink.
     let min_paths = match readiness.and_then(|r| r.min_paths.as_ref()) {
-        Some(m) if *m.get_ref() == 0 || *m.get_ref() as usize > uplinks.max(1) => {
-            p.push(src.problem(
-                "bgp.readiness.min_paths",
-                &m.span(),
-                format!("found {}, expected 1–{} (one next hop per uplink at most)", m.get_ref(), uplinks.max(1)),
-            ));
+        Some(m) if *m.get_ref() == 0 => {
+            p.push(src.problem("bgp.readiness.min_paths", &m.span(), "found 0, expected 1 or more (usually 2)"));
             1
         }
-        Some(m) => *m.get_ref(),
+        Some(m) => (*m.get_ref()).min(uplinks.max(1) as u32),
         None => uplinks.clamp(1, 2) as u32,
     };
     let timeout_s = match readiness.and_then(|r| r.timeout_s.as_ref()) {
