@@ -106,6 +106,8 @@ pub struct Table {
 pub struct Pods {
     pub cidrs: Vec<IpNet>,
     pub encapsulation: Encapsulation,
+    /// Zone name → pod CIDR, each inside one of `cidrs`.
+    pub zones: Vec<(String, IpNet)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -10,6 +10,7 @@ pub mod gates;
 pub mod observed;
 pub mod plan;
 pub mod profile;
+pub mod render;
 pub mod report;
 pub mod state;
 pub mod system;

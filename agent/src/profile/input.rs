@@ -158,6 +158,9 @@ pub struct PodsInput {
     pub cidrs: Vec<Spanned<IpNet>>,
     #[serde(default)]
     pub encapsulation: Encapsulation,
+    /// Pod CIDR per availability zone (Calico IPPools with a zone nodeSelector).
+    #[serde(default)]
+    pub zones: BTreeMap<String, Spanned<IpNet>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

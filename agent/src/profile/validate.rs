@@ -228,10 +228,27 @@ fn pods(src: &Source, role: &RoleInput, p: &mut Vec<Problem>) -> Pods {
         }
         cidrs.push(net);
     }
+    let mut zones = Vec::new();
+    for (zone, c) in &role.pods.zones {
+        let net = *c.get_ref();
+        if !cidrs.iter().any(|p: &IpNet| p.contains(&net)) {
+            p.push(src.problem(
+                format!("pods.zones.{zone}"),
+                &c.span(),
+                format!("found {net}, expected a block inside one of pods.cidrs ({})", fmt_list(&cidrs)),
+            ));
+        }
+        zones.push((zone.clone(), net));
+    }
     Pods {
         cidrs,
         encapsulation: role.pods.encapsulation,
+        zones,
     }
+}
+
+fn fmt_list(v: &[IpNet]) -> String {
+    v.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
 type Sysctls = (Vec<(SysctlKey, String)>, Vec<(String, String)>);

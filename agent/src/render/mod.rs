@@ -1,0 +1,4 @@
+//! Renderers for `underlay render`: text other systems consume. Pure: they
+//! take the validated model and return text.
+
+pub mod calico;
