@@ -169,7 +169,8 @@ impl SysctlKey {
             && parts.iter().all(|p| {
                 !p.is_empty()
                     && p != ".."
-                    && p.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+                    && p.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
             });
         if valid {
             Ok(SysctlKey(parts))

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::desired::Desired;
 use crate::observed::Observed;
-use crate::plan::{self, resolve, Op, Plan, ResolveError, Target};
+use crate::plan::{self, resolve, Op, Plan, ResolveError, Target, Template};
 use crate::state::{OwnedAddress, State};
 use crate::system::{Query, System, SystemError};
 
@@ -92,9 +92,14 @@ fn ms(since: Instant) -> f64 {
 }
 
 /// Observes and resolves: the target for this host and what is there now.
-pub fn observe(sys: &mut dyn System, d: &Desired, state: Option<State>) -> Result<(Target, Observed), EngineError> {
+pub fn observe(
+    sys: &mut dyn System,
+    d: &Desired,
+    state: Option<State>,
+) -> Result<(Target, Observed), EngineError> {
     let links = sys.links()?;
-    let target = resolve(d, &links)?;
+    let template = read_template(sys, d)?;
+    let target = resolve(d, &links, template.as_ref())?;
     let state = match state {
         Some(s) => s,
         None => sys.load_state()?,
@@ -104,9 +109,22 @@ pub fn observe(sys: &mut dyn System, d: &Desired, state: Option<State>) -> Resul
         protocol: target.protocol,
         sysctls,
         files,
+        bird_socket: target.bird.as_ref().map(|b| b.socket.clone()),
     };
     let observed = sys.observe(links, state, &q)?;
     Ok((target, observed))
+}
+
+/// The BIRD template override, when `<templates_dir>/bird.conf.j2` exists.
+pub fn read_template(sys: &mut dyn System, d: &Desired) -> Result<Option<Template>, EngineError> {
+    let Some(bgp) = &d.bgp else {
+        return Ok(None);
+    };
+    let path = bgp.templates_dir.join(crate::bgp::render::TEMPLATE_NAME);
+    Ok(sys.read_file(&path)?.map(|text| Template {
+        label: path.display().to_string(),
+        text,
+    }))
 }
 
 /// Refuses sysctls that are not per network namespace when running inside
@@ -219,7 +237,11 @@ pub fn next_state(old: &State, applied: &[Op], target: &Target, after: &Observed
     // someone else: forget it rather than claim a future one.
     s.addresses.retain(|o| {
         let link_exists = after.links.iter().any(|l| l.name == o.ifname);
-        !link_exists || after.addresses.iter().any(|a| a.ifname == o.ifname && a.prefix == o.prefix)
+        !link_exists
+            || after
+                .addresses
+                .iter()
+                .any(|a| a.ifname == o.ifname && a.prefix == o.prefix)
     });
     s.rules = after.rules.iter().copied().collect();
     s.sysctls = target.sysctls.iter().cloned().collect();

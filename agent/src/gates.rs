@@ -63,7 +63,11 @@ pub fn evaluate(spec: &Spec, r: &Readings) -> Vec<Gate> {
         .uplinks
         .iter()
         .map(|u| {
-            let up = r.links.iter().find(|l| l.index == u.index).is_some_and(|l| l.oper_up);
+            let up = r
+                .links
+                .iter()
+                .find(|l| l.index == u.index)
+                .is_some_and(|l| l.oper_up);
             (u.ifname.clone(), up)
         })
         .collect();
@@ -83,7 +87,10 @@ pub fn evaluate(spec: &Spec, r: &Readings) -> Vec<Gate> {
             let mut ok = true;
             let mut ev = Vec::new();
             for p in spec.uplinks.iter().flat_map(|u| u.protocols.iter()) {
-                let info = protos.iter().find(|x| &x.name == p).map_or("missing", |x| x.info.as_str());
+                let info = protos
+                    .iter()
+                    .find(|x| &x.name == p)
+                    .map_or("missing", |x| x.info.as_str());
                 let est = info.starts_with("Established");
                 ok &= est;
                 ev.push(format!("{p} {info}"));
@@ -102,7 +109,11 @@ pub fn evaluate(spec: &Spec, r: &Readings) -> Vec<Gate> {
         .nexthops
         .iter()
         .map(|h| {
-            let dev = r.links.iter().find(|l| l.index == h.oif).map_or_else(|| h.oif.to_string(), |l| l.name.clone());
+            let dev = r
+                .links
+                .iter()
+                .find(|l| l.index == h.oif)
+                .map_or_else(|| h.oif.to_string(), |l| l.name.clone());
             match h.gateway {
                 Some(g) => format!("{g} ({dev})"),
                 None => dev,
@@ -125,7 +136,12 @@ pub fn evaluate(spec: &Spec, r: &Readings) -> Vec<Gate> {
     let mut ok = r.protocols.is_ok();
     let mut ev = Vec::new();
     for p in spec.uplinks.iter().flat_map(|u| u.protocols.iter()) {
-        let exported = r.exported.iter().find(|(name, _)| name == p).map(|(_, v)| v.as_slice()).unwrap_or(&[]);
+        let exported = r
+            .exported
+            .iter()
+            .find(|(name, _)| name == p)
+            .map(|(_, v)| v.as_slice())
+            .unwrap_or(&[]);
         // Each session carries its own family: a v4 session must export the v4 service IP.
         let missing: Vec<String> = spec
             .service
@@ -164,7 +180,10 @@ pub fn read(sys: &mut dyn System, spec: &Spec) -> Result<Readings, SystemError> 
     let mut exported = Vec::new();
     if protocols.is_ok() {
         for p in spec.uplinks.iter().flat_map(|u| u.protocols.iter()) {
-            exported.push((p.clone(), sys.bird_exported(&spec.socket, p).unwrap_or_default()));
+            exported.push((
+                p.clone(),
+                sys.bird_exported(&spec.socket, p).unwrap_or_default(),
+            ));
         }
     }
     Ok(Readings {

@@ -4,6 +4,7 @@
 //! observe → [`plan::plan`] (pure) → apply → verify ([`engine::run`]). Side
 //! effects live behind [`system::System`].
 
+pub mod bgp;
 pub mod desired;
 pub mod engine;
 pub mod gates;

@@ -138,8 +138,14 @@ fn main() -> ExitCode {
     let started = Instant::now();
 
     // Validate everything before the first syscall that could change anything.
-    let role = c.profile.clone().unwrap_or_else(|| under_root(&c.root, "/etc/underlay/profile.toml"));
-    let host = c.host.clone().unwrap_or_else(|| under_root(&c.root, "/etc/underlay/host.toml"));
+    let role = c
+        .profile
+        .clone()
+        .unwrap_or_else(|| under_root(&c.root, "/etc/underlay/profile.toml"));
+    let host = c
+        .host
+        .clone()
+        .unwrap_or_else(|| under_root(&c.root, "/etc/underlay/host.toml"));
     let desired = match profile::load(&role, &host) {
         Ok(d) => d,
         Err(e) => return fail(c, name, e.to_string(), Some(&e)),

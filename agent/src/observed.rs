@@ -24,6 +24,8 @@ pub struct Observed {
     pub state: State,
     /// Whether the kernel reports IFA_PROTO on addresses (Linux ≥ 6.3).
     pub addr_proto_supported: bool,
+    /// Whether a BIRD answers on the profile's control socket.
+    pub bird_running: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -47,7 +49,9 @@ pub struct NextHop {
     pub oif: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     Global,

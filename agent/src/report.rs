@@ -45,7 +45,13 @@ pub struct Context<'a> {
 }
 
 fn line(out: &mut String, i: &Item, verbose: bool) {
-    let _ = write!(out, "{:<7} {:<8} {}", i.action.to_string(), i.kind.to_string(), i.id);
+    let _ = write!(
+        out,
+        "{:<7} {:<8} {}",
+        i.action.to_string(),
+        i.kind.to_string(),
+        i.id
+    );
     match (i.action, &i.before, &i.after) {
         (Action::Update, Some(b), Some(a)) => {
             let _ = write!(out, "  ({b} -> {a})");
@@ -63,7 +69,10 @@ fn line(out: &mut String, i: &Item, verbose: bool) {
 
 pub fn human(r: &Report, ctx: &Context, verbose: bool) -> String {
     let mut out = String::new();
-    let ns = ctx.netns.map(|n| format!(" (netns {n})")).unwrap_or_default();
+    let ns = ctx
+        .netns
+        .map(|n| format!(" (netns {n})"))
+        .unwrap_or_default();
     let _ = writeln!(out, "underlay {}: host {}{ns}", ctx.command, ctx.host);
     for i in &r.plan.items {
         line(&mut out, i, verbose);
@@ -74,16 +83,27 @@ pub fn human(r: &Report, ctx: &Context, verbose: bool) -> String {
         "{:.1} ms (observe {:.1}, plan {:.1}, apply {:.1}, verify {:.1})",
         ctx.total_ms, d.observe_ms, d.plan_ms, d.apply_ms, d.verify_ms
     );
-    let counts = format!("{} create, {} update, {} delete, {} ok", s.create, s.update, s.delete, s.ok);
+    let counts = format!(
+        "{} create, {} update, {} delete, {} ok",
+        s.create, s.update, s.delete, s.ok
+    );
     match r.mode {
         Mode::Plan | Mode::Status | Mode::Verify if s.changes() == 0 => {
             let _ = writeln!(out, "converged: nothing to do ({counts}) in {timing}");
         }
         Mode::Plan | Mode::Status => {
-            let _ = writeln!(out, "{} changes pending ({counts}) in {timing}", s.changes());
+            let _ = writeln!(
+                out,
+                "{} changes pending ({counts}) in {timing}",
+                s.changes()
+            );
         }
         Mode::Verify => {
-            let _ = writeln!(out, "NOT converged: {} resources differ ({counts}) in {timing}", s.changes());
+            let _ = writeln!(
+                out,
+                "NOT converged: {} resources differ ({counts}) in {timing}",
+                s.changes()
+            );
         }
         Mode::Apply => {
             if let Some(f) = &r.failure {
@@ -97,7 +117,11 @@ pub fn human(r: &Report, ctx: &Context, verbose: bool) -> String {
                     line(&mut out, i, true);
                 }
             }
-            let verdict = if r.converged() { "converged" } else { "not converged" };
+            let verdict = if r.converged() {
+                "converged"
+            } else {
+                "not converged"
+            };
             let _ = writeln!(
                 out,
                 "{verdict}: {} changes applied ({counts}) in {timing}",

@@ -13,7 +13,7 @@ use crate::desired::{RuleSpec, SysctlKey};
 
 pub const STATE_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct State {
     pub version: u32,
@@ -37,12 +37,21 @@ pub struct OwnedAddress {
     pub prefix: IpNet,
 }
 
-impl State {
-    pub fn new() -> State {
+impl Default for State {
+    fn default() -> State {
         State {
             version: STATE_VERSION,
-            ..State::default()
+            addresses: BTreeSet::new(),
+            rules: BTreeSet::new(),
+            files: BTreeSet::new(),
+            sysctls: BTreeMap::new(),
         }
+    }
+}
+
+impl State {
+    pub fn new() -> State {
+        State::default()
     }
 
     pub fn owns_address(&self, ifname: &str, prefix: &IpNet) -> bool {

@@ -38,12 +38,21 @@ fn converges_two_uplink_host_then_zero_changes() {
     assert_eq!(first["changed"], true);
     assert_eq!(first["converged"], true);
     let n = changes(&first);
-    assert!(n >= 20, "a fresh host needs files, links, sysctls, addresses and rules: {n}");
+    assert!(
+        n >= 20,
+        "a fresh host needs files, links, sysctls, addresses and rules: {n}"
+    );
     for phase in ["observe", "plan", "apply", "verify", "total"] {
-        assert!(first["durations_ms"][phase].as_f64().is_some(), "duration {phase}");
+        assert!(
+            first["durations_ms"][phase].as_f64().is_some(),
+            "duration {phase}"
+        );
     }
     let resources = first["resources"].as_array().unwrap();
-    let svc = resources.iter().find(|r| r["id"] == "10.10.0.11/32 dev lo").expect("service IP resource");
+    let svc = resources
+        .iter()
+        .find(|r| r["id"] == "10.10.0.11/32 dev lo")
+        .expect("service IP resource");
     assert_eq!(svc["action"], "create");
     assert_eq!(svc["before"], Value::Null);
 
@@ -52,7 +61,10 @@ fn converges_two_uplink_host_then_zero_changes() {
     let svc = addr(&addrs, "lo", "10.10.0.11").expect("service IPv4 on lo");
     assert_eq!(svc["scope"], "global");
     assert_eq!(svc["prefixlen"], 32);
-    assert_eq!(addr(&addrs, "lo", "fd00:10::11").expect("service IPv6 on lo")["prefixlen"], 128);
+    assert_eq!(
+        addr(&addrs, "lo", "fd00:10::11").expect("service IPv6 on lo")["prefixlen"],
+        128
+    );
     for (nic, ip) in [("eth0", "172.30.0.1"), ("eth1", "172.30.1.1")] {
         let a = addr(&addrs, nic, ip).unwrap_or_else(|| panic!("transit on {nic}"));
         assert_eq!(a["scope"], "link", "transit addresses are scope link");
@@ -62,12 +74,20 @@ fn converges_two_uplink_host_then_zero_changes() {
     for l in links.as_array().unwrap() {
         if l["ifname"] == "eth0" || l["ifname"] == "eth1" {
             assert_eq!(l["mtu"], 9000);
-            assert!(l["flags"].as_array().unwrap().iter().any(|f| f == "UP"), "{l}");
+            assert!(
+                l["flags"].as_array().unwrap().iter().any(|f| f == "UP"),
+                "{l}"
+            );
         }
     }
     for fam in [&["rule"][..], &["-6", "rule"][..]] {
         let rules = lab.ip_json(fam);
-        let ours: Vec<&Value> = rules.as_array().unwrap().iter().filter(|r| r["protocol"] == "211").collect();
+        let ours: Vec<&Value> = rules
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["protocol"] == "211")
+            .collect();
         assert_eq!(ours.len(), 2, "{fam:?}: {rules}");
         assert_eq!(ours[0]["priority"], 30000);
         assert_eq!(ours[0]["table"], "main");
@@ -79,17 +99,33 @@ fn converges_two_uplink_host_then_zero_changes() {
     assert_eq!(lab.sysctl("net.ipv4.fib_multipath_hash_policy"), "1");
     assert_eq!(lab.sysctl("net.ipv4.conf.eth0.rp_filter"), "2");
     assert_eq!(lab.sysctl("net.ipv4.conf.eth1.rp_filter"), "2");
-    let persisted = std::fs::read_to_string(lab.root().join("etc/sysctl.d/90-underlay.conf")).unwrap();
-    assert!(persisted.contains("net.ipv4.conf.eth0.rp_filter = 2"), "{persisted}");
-    let tables = std::fs::read_to_string(lab.root().join("etc/iproute2/rt_tables.d/underlay.conf")).unwrap();
+    let persisted =
+        std::fs::read_to_string(lab.root().join("etc/sysctl.d/90-underlay.conf")).unwrap();
+    assert!(
+        persisted.contains("net.ipv4.conf.eth0.rp_filter = 2"),
+        "{persisted}"
+    );
+    let tables =
+        std::fs::read_to_string(lab.root().join("etc/iproute2/rt_tables.d/underlay.conf")).unwrap();
     assert!(tables.contains("1001\tunderlay-host"));
-    let protos = std::fs::read_to_string(lab.root().join("etc/iproute2/rt_protos.d/underlay.conf")).unwrap();
+    let protos =
+        std::fs::read_to_string(lab.root().join("etc/iproute2/rt_protos.d/underlay.conf")).unwrap();
     assert!(protos.contains("211\tunderlay"));
     assert!(lab.root().join("var/lib/underlay/state.json").exists());
 
     // Scope link at work: with a fabric default in the host table, the kernel
     // picks the loopback service IP as source, never the transit address.
-    lab.ip(&["route", "add", "default", "via", "172.30.0.0", "dev", "eth0", "table", "1001"]);
+    lab.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        "172.30.0.0",
+        "dev",
+        "eth0",
+        "table",
+        "1001",
+    ]);
     let route = lab.ip_json(&["route", "get", "203.0.113.9"]);
     assert_eq!(route[0]["prefsrc"], "10.10.0.11", "{route}");
 
@@ -127,17 +163,30 @@ fn dropping_an_uplink_removes_exactly_our_objects() {
     // file (its live value stays: the value before ours is unknowable).
     assert_eq!(
         deleted,
-        [("sysctl", "net.ipv4.conf.eth1.rp_filter"), ("address", "172.30.1.1/31 dev eth1")],
+        [
+            ("sysctl", "net.ipv4.conf.eth1.rp_filter"),
+            ("address", "172.30.1.1/31 dev eth1")
+        ],
         "{out}"
     );
     assert_eq!(lab.sysctl("net.ipv4.conf.eth1.rp_filter"), "2");
 
     let addrs = lab.ip_json(&["addr"]);
-    assert!(addr(&addrs, "eth1", "172.30.1.1").is_none(), "our transit on eth1 is gone");
-    assert!(addr(&addrs, "eth1", "192.168.77.5").is_some(), "the foreign address stays");
-    assert!(addr(&addrs, "eth0", "172.30.0.1").is_some(), "tor-a untouched");
+    assert!(
+        addr(&addrs, "eth1", "172.30.1.1").is_none(),
+        "our transit on eth1 is gone"
+    );
+    assert!(
+        addr(&addrs, "eth1", "192.168.77.5").is_some(),
+        "the foreign address stays"
+    );
+    assert!(
+        addr(&addrs, "eth0", "172.30.0.1").is_some(),
+        "tor-a untouched"
+    );
     assert!(addr(&addrs, "lo", "10.10.0.11").is_some());
-    let persisted = std::fs::read_to_string(lab.root().join("etc/sysctl.d/90-underlay.conf")).unwrap();
+    let persisted =
+        std::fs::read_to_string(lab.root().join("etc/sysctl.d/90-underlay.conf")).unwrap();
     assert!(!persisted.contains("eth1"), "{persisted}");
 
     let (code, again, _) = lab.underlay("apply", role, &only_a);
@@ -154,11 +203,45 @@ fn foreign_rules_routes_and_tables_survive_ten_runs() {
     assert_eq!(code, 0, "{err}");
     // Another daemon's rule and routes: in main, in its own table, and the
     // host BIRD's default in our host table (BIRD's, not ours).
-    lab.ip(&["rule", "add", "pref", "100", "fwmark", "0x10", "lookup", "77", "proto", "186"]);
+    lab.ip(&[
+        "rule", "add", "pref", "100", "fwmark", "0x10", "lookup", "77", "proto", "186",
+    ]);
     lab.ip(&["rule", "add", "pref", "30000", "lookup", "78"]);
-    lab.ip(&["route", "add", "198.51.100.0/24", "via", "172.30.0.0", "dev", "eth0", "proto", "bird"]);
-    lab.ip(&["route", "add", "198.51.101.0/24", "via", "172.30.1.0", "dev", "eth1", "table", "77"]);
-    lab.ip(&["route", "add", "default", "via", "172.30.0.0", "dev", "eth0", "table", "1001", "proto", "bird"]);
+    lab.ip(&[
+        "route",
+        "add",
+        "198.51.100.0/24",
+        "via",
+        "172.30.0.0",
+        "dev",
+        "eth0",
+        "proto",
+        "bird",
+    ]);
+    lab.ip(&[
+        "route",
+        "add",
+        "198.51.101.0/24",
+        "via",
+        "172.30.1.0",
+        "dev",
+        "eth1",
+        "table",
+        "77",
+    ]);
+    lab.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        "172.30.0.0",
+        "dev",
+        "eth0",
+        "table",
+        "1001",
+        "proto",
+        "bird",
+    ]);
     lab.ip(&["addr", "add", "10.99.0.1/32", "dev", "lo"]);
     let before = lab.snapshot(PROFILE_SYSCTLS);
     for run in 0..10 {
@@ -177,7 +260,11 @@ fn bad_profile_changes_nothing() {
     let before = lab.snapshot(PROFILE_SYSCTLS);
 
     let bad_text = host_facts(&["tor-a", "tor-b"]).replace("172.30.0.1/31", "172.30.0.1/24");
-    let bad_line = bad_text.lines().position(|l| l.contains("172.30.0.1/24")).unwrap() + 1;
+    let bad_line = bad_text
+        .lines()
+        .position(|l| l.contains("172.30.0.1/24"))
+        .unwrap()
+        + 1;
     let bad = lab.write_host("bad.toml", &bad_text);
     let (code, out, _) = lab.underlay("apply", role, &bad);
     assert_eq!(code, 1);
@@ -186,7 +273,11 @@ fn bad_profile_changes_nothing() {
     assert_eq!(p["key"], "uplinks[0].ipv4.address", "{out}");
     assert!(p["file"].as_str().unwrap().ends_with("bad.toml"));
     assert_eq!(p["line"], bad_line);
-    assert_eq!(lab.snapshot(PROFILE_SYSCTLS), before, "a bad profile changed the host");
+    assert_eq!(
+        lab.snapshot(PROFILE_SYSCTLS),
+        before,
+        "a bad profile changed the host"
+    );
 
     // Valid profile, but a NIC that is not there: refused before any change.
     let missing = host_facts(&["tor-a", "tor-b"]).replace("name = \"eth1\"", "name = \"ens9\"");
@@ -195,8 +286,15 @@ fn bad_profile_changes_nothing() {
     assert_eq!(code, 1);
     let err = out["error"].as_str().unwrap();
     assert!(err.contains("no NIC matches name ens9"), "{err}");
-    assert!(err.contains("eth0") && err.contains("eth1") && err.contains("lo"), "{err}");
-    assert_eq!(lab.snapshot(PROFILE_SYSCTLS), before, "a missing NIC changed the host");
+    assert!(
+        err.contains("eth0") && err.contains("eth1") && err.contains("lo"),
+        "{err}"
+    );
+    assert_eq!(
+        lab.snapshot(PROFILE_SYSCTLS),
+        before,
+        "a missing NIC changed the host"
+    );
     assert!(!lab.root().join("etc").exists(), "no file was written");
 }
 
@@ -208,7 +306,10 @@ fn unknown_netns_is_a_clear_error() {
         .args(["plan", "--netns", "underlay-no-such-ns", "--root"])
         .arg(dir.path())
         .args(["--profile", ROLE, "--host"])
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../profiles/examples/host.toml"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../profiles/examples/host.toml"
+        ))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

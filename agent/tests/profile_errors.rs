@@ -67,12 +67,22 @@ fn edit(text: &str, from: &str, to: &str) -> String {
 }
 
 fn line_of(text: &str, needle: &str) -> usize {
-    text.lines().position(|l| l.contains(needle)).expect("needle in text") + 1
+    text.lines()
+        .position(|l| l.contains(needle))
+        .expect("needle in text")
+        + 1
 }
 
 /// Asserts exactly one problem, in `file` at `key`, on the line holding
 /// `line_needle`, whose message contains every fragment.
-fn expect_one(ps: &[Problem], file: &str, key: &str, text: &str, line_needle: &str, fragments: &[&str]) {
+fn expect_one(
+    ps: &[Problem],
+    file: &str,
+    key: &str,
+    text: &str,
+    line_needle: &str,
+    fragments: &[&str],
+) {
     assert_eq!(ps.len(), 1, "expected one problem, got {ps:#?}");
     let p = &ps[0];
     assert_eq!(p.file.to_str(), Some(file), "{p}");
@@ -83,7 +93,10 @@ fn expect_one(ps: &[Problem], file: &str, key: &str, text: &str, line_needle: &s
         assert!(p.message.contains(f), "message of {p} lacks {f:?}");
     }
     let shown = p.to_string();
-    assert!(shown.starts_with(&format!("{file}:{}:{}: {key}: ", p.line, p.column)), "{shown}");
+    assert!(
+        shown.starts_with(&format!("{file}:{}:{}: {key}: ", p.line, p.column)),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -102,7 +115,11 @@ fn shipped_profiles_load_with_the_example_host() {
         let d = underlay::profile::load(&std::path::PathBuf::from(root).join(role), &host)
             .unwrap_or_else(|e| panic!("{role}: {e}"));
         assert_eq!(d.hostname, "node-a1");
-        assert_eq!(d.rules.len(), 4, "{role}: the example host has IPv6, so rules for both families");
+        assert_eq!(
+            d.rules.len(),
+            4,
+            "{role}: the example host has IPv6, so rules for both families"
+        );
     }
 }
 
@@ -110,99 +127,206 @@ fn shipped_profiles_load_with_the_example_host() {
 fn unknown_key_in_role() {
     let role = edit(ROLE, "protocol = 211", "protocol = 211\ntabel = 5");
     let ps = problems(&role, HOST);
-    expect_one(&ps, "role.toml", "routing.tabel", &role, "tabel", &["unknown field `tabel`"]);
+    expect_one(
+        &ps,
+        "role.toml",
+        "routing.tabel",
+        &role,
+        "tabel",
+        &["unknown field `tabel`"],
+    );
 }
 
 #[test]
 fn unknown_key_in_host_uplink() {
     let host = edit(HOST, "peer_asn = 65001", "peer_asn = 65001\npeer_as = 1");
     let ps = problems(ROLE, &host);
-    expect_one(&ps, "host.toml", "uplinks[0].peer_as", &host, "peer_as = 1", &["unknown field `peer_as`"]);
+    expect_one(
+        &ps,
+        "host.toml",
+        "uplinks[0].peer_as",
+        &host,
+        "peer_as = 1",
+        &["unknown field `peer_as`"],
+    );
 }
 
 #[test]
 fn wrong_version() {
     let host = edit(HOST, "version = 1", "version = 2");
     let ps = problems(ROLE, &host);
-    expect_one(&ps, "host.toml", "version", &host, "version = 2", &["found 2", "expected 1"]);
+    expect_one(
+        &ps,
+        "host.toml",
+        "version",
+        &host,
+        "version = 2",
+        &["found 2", "expected 1"],
+    );
 }
 
 #[test]
 fn malformed_ip() {
     let host = edit(HOST, "\"10.10.0.11/32\"", "\"10.10.0.300/32\"");
     let ps = problems(ROLE, &host);
-    expect_one(&ps, "host.toml", "service_ipv4", &host, "service_ipv4", &["invalid", "found \"10.10.0.300/32\""]);
+    expect_one(
+        &ps,
+        "host.toml",
+        "service_ipv4",
+        &host,
+        "service_ipv4",
+        &["invalid", "found \"10.10.0.300/32\""],
+    );
 }
 
 #[test]
 fn service_ip_must_be_host_prefix() {
     let host = edit(HOST, "10.10.0.11/32", "10.10.0.11/24");
     let ps = problems(ROLE, &host);
-    expect_one(&ps, "host.toml", "service_ipv4", &host, "service_ipv4", &["found 10.10.0.11/24", "/32"]);
+    expect_one(
+        &ps,
+        "host.toml",
+        "service_ipv4",
+        &host,
+        "service_ipv4",
+        &["found 10.10.0.11/24", "/32"],
+    );
 }
 
 #[test]
 fn service_ipv6_must_be_host_prefix() {
-    let host = edit(HOST, "service_ipv4 = \"10.10.0.11/32\"", "service_ipv4 = \"10.10.0.11/32\"\nservice_ipv6 = \"fd00::11/64\"");
+    let host = edit(
+        HOST,
+        "service_ipv4 = \"10.10.0.11/32\"",
+        "service_ipv4 = \"10.10.0.11/32\"\nservice_ipv6 = \"fd00::11/64\"",
+    );
     let ps = problems(ROLE, &host);
-    expect_one(&ps, "host.toml", "service_ipv6", &host, "service_ipv6", &["found fd00::11/64", "/128"]);
+    expect_one(
+        &ps,
+        "host.toml",
+        "service_ipv6",
+        &host,
+        "service_ipv6",
+        &["found fd00::11/64", "/128"],
+    );
 }
 
 #[test]
 fn transit_must_be_31_or_30() {
     let host = edit(HOST, "172.30.0.1/31", "172.30.0.1/24");
     let ps = problems(ROLE, &host);
-    expect_one(&ps, "host.toml", "uplinks[0].ipv4.address", &host, "172.30.0.1/24", &["found 172.30.0.1/24", "/31 or /30"]);
+    expect_one(
+        &ps,
+        "host.toml",
+        "uplinks[0].ipv4.address",
+        &host,
+        "172.30.0.1/24",
+        &["found 172.30.0.1/24", "/31 or /30"],
+    );
 }
 
 #[test]
 fn transit_30_accepts_host_addresses() {
-    let host = edit(HOST, "address = \"172.30.0.1/31\", peer = \"172.30.0.0\"", "address = \"172.30.0.1/30\", peer = \"172.30.0.2\"");
+    let host = edit(
+        HOST,
+        "address = \"172.30.0.1/31\", peer = \"172.30.0.0\"",
+        "address = \"172.30.0.1/30\", peer = \"172.30.0.2\"",
+    );
     load_str("role.toml", ROLE, "host.toml", &host).expect("a /30 with .1 and .2 is valid");
-    let host = edit(HOST, "address = \"172.30.0.1/31\", peer = \"172.30.0.0\"", "address = \"172.30.0.1/30\", peer = \"172.30.0.3\"");
+    let host = edit(
+        HOST,
+        "address = \"172.30.0.1/31\", peer = \"172.30.0.0\"",
+        "address = \"172.30.0.1/30\", peer = \"172.30.0.3\"",
+    );
     let ps = problems(ROLE, &host);
-    expect_one(&ps, "host.toml", "uplinks[0].ipv4.peer", &host, "172.30.0.3", &["broadcast"]);
+    expect_one(
+        &ps,
+        "host.toml",
+        "uplinks[0].ipv4.peer",
+        &host,
+        "172.30.0.3",
+        &["broadcast"],
+    );
 }
 
 #[test]
 fn peer_outside_transit_subnet() {
     let host = edit(HOST, "peer = \"172.30.0.0\"", "peer = \"172.30.9.0\"");
     let ps = problems(ROLE, &host);
-    expect_one(&ps, "host.toml", "uplinks[0].ipv4.peer", &host, "172.30.9.0", &["found 172.30.9.0", "inside 172.30.0.0/31"]);
+    expect_one(
+        &ps,
+        "host.toml",
+        "uplinks[0].ipv4.peer",
+        &host,
+        "172.30.9.0",
+        &["found 172.30.9.0", "inside 172.30.0.0/31"],
+    );
 }
 
 #[test]
 fn peer_equal_to_our_address() {
     let host = edit(HOST, "peer = \"172.30.0.0\"", "peer = \"172.30.0.1\"");
     let ps = problems(ROLE, &host);
-    expect_one(&ps, "host.toml", "uplinks[0].ipv4.peer", &host, "peer = \"172.30.0.1\"", &["our own transit address"]);
+    expect_one(
+        &ps,
+        "host.toml",
+        "uplinks[0].ipv4.peer",
+        &host,
+        "peer = \"172.30.0.1\"",
+        &["our own transit address"],
+    );
 }
 
 #[test]
 fn ipv6_peer_outside_subnet() {
-    let host = edit(HOST, "peer_asn = 65001", "ipv6 = { address = \"fd00:30::1/127\", peer = \"fd00:31::\" }\npeer_asn = 65001");
+    let host = edit(
+        HOST,
+        "peer_asn = 65001",
+        "ipv6 = { address = \"fd00:30::1/127\", peer = \"fd00:31::\" }\npeer_asn = 65001",
+    );
     let ps = problems(ROLE, &host);
-    expect_one(&ps, "host.toml", "uplinks[0].ipv6.peer", &host, "fd00:31::", &["inside fd00:30::/127"]);
+    expect_one(
+        &ps,
+        "host.toml",
+        "uplinks[0].ipv6.peer",
+        &host,
+        "fd00:31::",
+        &["inside fd00:30::/127"],
+    );
 }
 
 #[test]
 fn duplicate_table_id() {
-    let role = edit(ROLE, "[[routing.rules]]", "[[routing.tables]]\nname = \"other\"\nid = 1001\n\n[[routing.rules]]");
+    let role = edit(
+        ROLE,
+        "[[routing.rules]]",
+        "[[routing.tables]]\nname = \"other\"\nid = 1001\n\n[[routing.rules]]",
+    );
     let ps = problems(&role, HOST);
     assert_eq!(ps.len(), 1, "{ps:#?}");
     assert_eq!(ps[0].key, "routing.tables[1].id");
     assert_eq!(ps[0].line, 12);
-    assert!(ps[0].message.contains("duplicate table id 1001"), "{}", ps[0]);
+    assert!(
+        ps[0].message.contains("duplicate table id 1001"),
+        "{}",
+        ps[0]
+    );
 }
 
 #[test]
 fn duplicate_table_name() {
-    let role = edit(ROLE, "[[routing.rules]]", "[[routing.tables]]\nname = \"underlay-host\"\nid = 1002\n\n[[routing.rules]]");
+    let role = edit(
+        ROLE,
+        "[[routing.rules]]",
+        "[[routing.tables]]\nname = \"underlay-host\"\nid = 1002\n\n[[routing.rules]]",
+    );
     let ps = problems(&role, HOST);
     assert_eq!(ps.len(), 1, "{ps:#?}");
     assert_eq!(ps[0].key, "routing.tables[1].name");
     assert_eq!(ps[0].line, 11);
-    assert!(ps[0].message.contains("duplicate table name 'underlay-host'"));
+    assert!(ps[0]
+        .message
+        .contains("duplicate table name 'underlay-host'"));
 }
 
 #[test]
@@ -220,7 +344,14 @@ fn table_id_zero_and_reserved() {
     for id in ["0", "253", "254", "255"] {
         let role = edit(ROLE, "id = 1001", &format!("id = {id}"));
         let ps = problems(&role, HOST);
-        expect_one(&ps, "role.toml", "routing.tables[0].id", &role, &format!("id = {id}"), &[id]);
+        expect_one(
+            &ps,
+            "role.toml",
+            "routing.tables[0].id",
+            &role,
+            &format!("id = {id}"),
+            &[id],
+        );
     }
 }
 
@@ -228,8 +359,19 @@ fn table_id_zero_and_reserved() {
 fn felix_range_refused_by_default() {
     let role = edit(ROLE, "id = 1001", "id = 100");
     let ps = problems(&role, HOST);
-    expect_one(&ps, "role.toml", "routing.tables[0].id", &role, "id = 100", &["found 100", "Felix"]);
-    let allowed = edit(&role, "protocol = 211", "protocol = 211\nallow_felix_table_ids = true");
+    expect_one(
+        &ps,
+        "role.toml",
+        "routing.tables[0].id",
+        &role,
+        "id = 100",
+        &["found 100", "Felix"],
+    );
+    let allowed = edit(
+        &role,
+        "protocol = 211",
+        "protocol = 211\nallow_felix_table_ids = true",
+    );
     load_str("role.toml", &allowed, "host.toml", HOST).expect("opt-in accepts 1–250");
 }
 
@@ -237,12 +379,23 @@ fn felix_range_refused_by_default() {
 fn rule_names_unknown_table() {
     let role = edit(ROLE, "table = \"underlay-host\"", "table = \"nope\"");
     let ps = problems(&role, HOST);
-    expect_one(&ps, "role.toml", "routing.rules[1].table", &role, "table = \"nope\"", &["unknown table 'nope'", "underlay-host"]);
+    expect_one(
+        &ps,
+        "role.toml",
+        "routing.rules[1].table",
+        &role,
+        "table = \"nope\"",
+        &["unknown table 'nope'", "underlay-host"],
+    );
 }
 
 #[test]
 fn duplicate_uplink_match() {
-    let host = edit(HOST, "nic = { mac = \"52:54:00:00:00:02\" }", "nic = { name = \"eth0\" }");
+    let host = edit(
+        HOST,
+        "nic = { mac = \"52:54:00:00:00:02\" }",
+        "nic = { name = \"eth0\" }",
+    );
     let ps = problems(ROLE, &host);
     assert_eq!(ps.len(), 1, "{ps:#?}");
     assert_eq!(ps[0].key, "uplinks[1].nic");
@@ -254,28 +407,64 @@ fn duplicate_uplink_match() {
 fn mac_that_does_not_parse() {
     let host = edit(HOST, "52:54:00:00:00:02", "52:54:00:00:00");
     let ps = problems(ROLE, &host);
-    expect_one(&ps, "host.toml", "uplinks[1].nic.mac", &host, "52:54:00:00:00\"", &["not a MAC address", "52:54:00:12:34:56"]);
+    expect_one(
+        &ps,
+        "host.toml",
+        "uplinks[1].nic.mac",
+        &host,
+        "52:54:00:00:00\"",
+        &["not a MAC address", "52:54:00:12:34:56"],
+    );
 }
 
 #[test]
 fn nic_needs_exactly_one_match() {
-    let host = edit(HOST, "nic = { name = \"eth0\" }", "nic = { name = \"eth0\", mac = \"52:54:00:00:00:09\" }");
+    let host = edit(
+        HOST,
+        "nic = { name = \"eth0\" }",
+        "nic = { name = \"eth0\", mac = \"52:54:00:00:00:09\" }",
+    );
     let ps = problems(ROLE, &host);
-    expect_one(&ps, "host.toml", "uplinks[0].nic", &host, "nic = { name = \"eth0\", mac", &["exactly one of nic.name or nic.mac"]);
+    expect_one(
+        &ps,
+        "host.toml",
+        "uplinks[0].nic",
+        &host,
+        "nic = { name = \"eth0\", mac",
+        &["exactly one of nic.name or nic.mac"],
+    );
 }
 
 #[test]
 fn uplink_sysctl_needs_placeholder() {
-    let role = edit(ROLE, "\"net.ipv4.conf.{uplink}.rp_filter\"", "\"net.ipv4.conf.eth0.rp_filter\"");
+    let role = edit(
+        ROLE,
+        "\"net.ipv4.conf.{uplink}.rp_filter\"",
+        "\"net.ipv4.conf.eth0.rp_filter\"",
+    );
     let ps = problems(&role, HOST);
-    expect_one(&ps, "role.toml", "sysctl.uplink.\"net.ipv4.conf.eth0.rp_filter\"", &role, "eth0.rp_filter", &["{uplink}"]);
+    expect_one(
+        &ps,
+        "role.toml",
+        "sysctl.uplink.\"net.ipv4.conf.eth0.rp_filter\"",
+        &role,
+        "eth0.rp_filter",
+        &["{uplink}"],
+    );
 }
 
 #[test]
 fn bad_mtu() {
     let role = edit(ROLE, "mtu = 9000", "mtu = 100");
     let ps = problems(&role, HOST);
-    expect_one(&ps, "role.toml", "uplinks.mtu", &role, "mtu = 100", &["found 100", "1280"]);
+    expect_one(
+        &ps,
+        "role.toml",
+        "uplinks.mtu",
+        &role,
+        "mtu = 100",
+        &["found 100", "1280"],
+    );
 }
 
 #[test]

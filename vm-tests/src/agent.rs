@@ -13,7 +13,10 @@ use crate::plan::{Host, Lab, EXPECTED_RULES, HOST_TABLE, RULE_PROTOCOL};
 
 /// The role profile in the repository, found from this crate's sources.
 pub fn default_profile() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/l3-ecmp-calico.toml")
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("."));
+    repo.join("profiles/l3-ecmp-calico.toml")
 }
 
 /// `UNDERLAY_BIN`, else `underlay` next to this executable, else the
@@ -33,7 +36,10 @@ pub fn find_agent_bin() -> Result<PathBuf> {
     {
         tried.push(dir.join("underlay"));
     }
-    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
     for base in [ws, PathBuf::from(".")] {
         for profile in ["debug", "release"] {
             tried.push(base.join("target").join(profile).join("underlay"));
@@ -114,7 +120,11 @@ pub fn apply(lab: &Lab, h: &Host, agent: &Path, profile: &Path) -> Result<serde_
             args.join(" "),
             out.status,
             h.name,
-            stderr.trim(),
+            if stderr.trim().is_empty() {
+                "(nothing on stderr)"
+            } else {
+                stderr.trim()
+            },
             if stdout.trim().is_empty() {
                 String::new()
             } else {

@@ -23,6 +23,8 @@ pub struct Timing {
     pub host: String,
     pub established: Option<Duration>,
     pub two_nexthops: Option<Duration>,
+    /// Also the Calico-role session Established (the pod block is announced).
+    pub converged: Option<Duration>,
 }
 
 pub fn up(lab: &Lab, opts: &UpOptions) -> Result<(LabStatus, Vec<Timing>)> {
@@ -117,9 +119,9 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<(LabStatus, Vec<Timing>)> {
                 )
             })
             .collect();
+        print!("{}", status::render_table(&st));
         bail!(
-            "{}the lab did not converge within {} s:\n- {}",
-            status::render_table(&st),
+            "the lab did not converge within {} s:\n- {}",
             opts.timeout.as_secs(),
             bad.join("\n- ")
         );
@@ -135,14 +137,12 @@ fn wait_converged(lab: &Lab, t0: Instant, timeout: Duration) -> Vec<Timing> {
             host: h.name.clone(),
             established: None,
             two_nexthops: None,
+            converged: None,
         })
         .collect();
     while t0.elapsed() < timeout {
         let mut all = true;
         for (h, tm) in hosts.iter().zip(t.iter_mut()) {
-            if tm.established.is_some() && tm.two_nexthops.is_some() {
-                continue;
-            }
             let s = status::host_status(lab, h);
             let est = h.tor_peers().iter().all(|p| {
                 s.sessions
@@ -155,7 +155,10 @@ fn wait_converged(lab: &Lab, t0: Instant, timeout: Duration) -> Vec<Timing> {
             if s.host_table_nexthops >= 2 && tm.two_nexthops.is_none() {
                 tm.two_nexthops = Some(t0.elapsed());
             }
-            all &= tm.established.is_some() && tm.two_nexthops.is_some();
+            if s.converged && tm.converged.is_none() {
+                tm.converged = Some(t0.elapsed());
+            }
+            all &= tm.converged.is_some();
         }
         if all {
             break;

@@ -1,9 +1,34 @@
 //! `underlay-lab`: a network-namespace lab for the `underlay` agent.
 //!
-//! Two BIRD ToRs, N hosts with two uplinks each (converged by `underlay apply`
-//! in their namespace), a Calico-role BIRD and a pod per host, and an outside
-//! client. Everything lives in namespaces named with `--prefix` (default
-//! `ul-`) and files below `--dir`; the root namespace is never touched.
+//! ```text
+//!                       ul-client  (192.168.99.1 on lo, static ECMP default)
+//!                   eth0 /      \ eth1        192.168.100.0/31, 192.168.101.0/31
+//!            ul-tor-a (AS 65001) ---peer--- ul-tor-b (AS 65002)   172.30.0.0/31, eBGP
+//!               | h1 .. hN                      | h1 .. hN
+//!   eth0 172.30.<2i>.1/31                 eth1 172.30.<2i+1>.1/31
+//!            ul-hI (AS 65100+i, 10.10.0.<10+i>/32 on lo)
+//!              host BIRD  <-iBGP 127.0.0.1:179 / 127.0.0.2:1179->  Calico-role BIRD
+//!              calipod0 --- ul-hI-pod (10.244.<i>.1, default via 169.254.1.1 onlink)
+//! ```
+//!
+//! - ToRs run BIRD 2: eBGP + BFD to every host, `merge paths on`, announce a
+//!   default and the client subnet 192.168.99.0/24, accept host /32s and pod
+//!   /26s only.
+//! - The ToR-to-ToR link carries an eBGP session with host routes only. The
+//!   client has no BGP: without the link, the flows it hashes to the ToR that
+//!   lost a host would be dropped during a failover.
+//! - Hosts are converged by `underlay apply --netns ul-hI --root <dir>/hI/root`
+//!   (or, with `up --no-agent`, by `agent::bootstrap_host_net_until_agent`).
+//!   The host BIRD config is the agent's `<root>/etc/bird/bird.conf`; until the
+//!   agent renders it, `bird::bootstrap_host_bird_conf_until_agent_renders`
+//!   writes it (a file without the lab's marker line is never overwritten).
+//! - Everything lives in namespaces named `--prefix` + name (default `ul-`) and
+//!   files below `--dir`; the root namespace and /etc are never touched.
+//!
+//! Modules: `plan` (names and addresses, pure), `topology` (namespaces, veths),
+//! `bird` (configs, processes, `birdc`), `agent` (host facts, `underlay
+//! apply`), `lifecycle` (up/down), `status`, `scenarios`, `probe` (ICMP/TCP
+//! probes the lab runs inside namespaces by re-executing itself).
 
 mod agent;
 mod bird;
@@ -45,6 +70,7 @@ struct Cli {
 enum Cmd {
     /// Build (or repair) the lab, converge the hosts, wait for BGP and ECMP.
     Up {
+        /// Number of hosts (1-100), each with two uplinks, a pod and a Calico-role BIRD.
         #[arg(long, default_value_t = 2)]
         hosts: u8,
         /// Role profile given to `underlay apply`.
@@ -138,10 +164,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         .unwrap_or("-".into())
                 };
                 println!(
-                    "{}: both ToR sessions Established after {}, 2 next hops after {}",
+                    "{}: both ToR sessions Established after {}, 2 next hops after {}, all converged (incl. Calico session) after {}",
                     t.host,
                     ms(t.established),
-                    ms(t.two_nexthops)
+                    ms(t.two_nexthops),
+                    ms(t.converged)
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -171,7 +198,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Test { only, list } => {
             if list {
                 for (name, what, _) in scenarios::SCENARIOS {
-                    println!("{name:<14} {what}");
+                    println!("{name:<16} {what}");
                 }
                 return Ok(ExitCode::SUCCESS);
             }

@@ -36,7 +36,7 @@ pub type ScenarioFn = fn(&Lab) -> Result<Outcome>;
 pub const SCENARIOS: &[(&str, &str, ScenarioFn)] = &[
     (
         "converged",
-        "every ToR session Established, host-table default has 2 next hops",
+        "every ToR and Calico-role session Established, host-table default has 2 next hops",
         converged,
     ),
     (
@@ -254,7 +254,8 @@ enum Fault {
     Silent,
 }
 
-const FAULT_TABLE: &str = "ul_lab_fault";
+/// nftables table of the silent-failure fault (ToR namespaces only).
+pub const FAULT_TABLE: &str = "ul_lab_fault";
 
 impl Fault {
     fn describe(self, tor_if: &str) -> String {
@@ -324,7 +325,7 @@ fn failover_with(lab: &Lab, fault: Fault) -> Result<Outcome> {
     let t0 = Instant::now();
     fault.inject(lab, &tns, &uplink.tor_if)?;
     let what = fault.describe(&format!("{}/{}", tor.name(), uplink.tor_if));
-    let result = during_failure(&h, &what, &server, &client, t0, &mut o);
+    let result = during_failure(&h, &what, &server, (&client, &tns), t0, &mut o);
     // Always restore, even when the checks above failed.
     fault.clear(&tns, &uplink.tor_if)?;
     result?;
@@ -347,7 +348,7 @@ fn during_failure(
     h: &Host,
     what: &str,
     server: &Server,
-    client: &str,
+    (client, tor_ns): (&str, &str),
     t0: Instant,
     o: &mut Outcome,
 ) -> Result<()> {
@@ -369,6 +370,7 @@ fn during_failure(
     );
     // The service IP must stay reachable; both ToRs get client flows, the one
     // that lost the host detours over the ToR-to-ToR link.
+    let detour_before = link_counters(tor_ns, "peer")?;
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut last = String::new();
     let reached = loop {
@@ -400,6 +402,14 @@ fn during_failure(
             ),
             None => format!("{}: service IP {} unreachable during the failure: {last}", h.name, h.service_ip),
         },
+    );
+    let detour = link_counters(tor_ns, "peer")?.tx - detour_before.tx;
+    o.check(
+        detour > 0,
+        format!(
+            "{}: {detour} packets detoured over the ToR-to-ToR link meanwhile",
+            h.name
+        ),
     );
     Ok(())
 }

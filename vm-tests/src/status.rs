@@ -8,6 +8,9 @@ use crate::bird::{BgpSession, Bird};
 use crate::cmd;
 use crate::plan::{Host, Lab, HOST_TABLE};
 
+/// The Calico-role BIRD's session address, as the host BIRD names its peer.
+pub const CALICO_SESSION_PEER: &str = "127.0.0.2";
+
 #[derive(Debug, Clone, Serialize)]
 pub struct RuleStatus {
     pub priority: u64,
@@ -30,7 +33,8 @@ pub struct HostStatus {
     pub host_table_nexthops: usize,
     pub rules: Vec<RuleStatus>,
     pub pod_block: String,
-    /// Every ToR session Established and the host-table default has 2 next hops.
+    /// Every ToR session and the Calico-role session Established, and the
+    /// host-table default has 2 next hops.
     pub converged: bool,
 }
 
@@ -62,6 +66,9 @@ pub fn host_status(lab: &Lab, h: &Host) -> HostStatus {
     };
     let nexthops = host_table_nexthops(&h.netns).unwrap_or(0);
     let rules = our_rules(&h.netns).unwrap_or_default();
+    let calico_ok = sessions
+        .iter()
+        .any(|s| s.peer == CALICO_SESSION_PEER && s.state == "Established");
     let tor_ok = h.tor_peers().iter().all(|p| {
         sessions
             .iter()
@@ -71,7 +78,7 @@ pub fn host_status(lab: &Lab, h: &Host) -> HostStatus {
         name: h.name.clone(),
         netns: h.netns.clone(),
         service_ip: h.service_ip.to_string(),
-        converged: tor_ok && nexthops >= 2,
+        converged: tor_ok && calico_ok && nexthops >= 2,
         sessions,
         bird_error,
         host_table_nexthops: nexthops,

@@ -15,7 +15,9 @@ pub fn ensure(lab: &Lab) -> Result<()> {
         ensure_netns(&ns)?;
     }
     for tor in Tor::ALL {
-        ensure_router_sysctls(&lab.tor_netns(tor))?;
+        let ns = lab.tor_netns(tor);
+        ensure_router_sysctls(&ns)?;
+        clear_stale_fault(&ns)?;
     }
     ensure_router_sysctls(&lab.client_netns())?;
     ensure_tor_peer_link(lab)?;
@@ -32,6 +34,19 @@ fn ensure_netns(ns: &str) -> Result<()> {
         cmd::run("ip", &["netns", "add", ns])?;
     }
     ip(ns, &["link", "set", "lo", "up"])?;
+    Ok(())
+}
+
+/// A test interrupted during the silent-failure scenario leaves its nftables
+/// table in the ToR namespace; `up` repairs that too.
+fn clear_stale_fault(ns: &str) -> Result<()> {
+    let table = crate::scenarios::FAULT_TABLE;
+    if cmd::succeeds(
+        "ip",
+        &["netns", "exec", ns, "nft", "list", "table", "inet", table],
+    ) {
+        cmd::ns_exec(ns, "nft", &["delete", "table", "inet", table])?;
+    }
     Ok(())
 }
 

@@ -10,12 +10,17 @@ fn describe(ifname: &str, a: &ObservedAddress) -> String {
 
 pub fn plan_addresses(t: &Target, o: &Observed) -> Vec<Item> {
     let mut items = Vec::new();
-    let owned = |a: &ObservedAddress| a.protocol == Some(t.protocol) || o.state.owns_address(&a.ifname, &a.prefix);
+    let owned = |a: &ObservedAddress| {
+        a.protocol == Some(t.protocol) || o.state.owns_address(&a.ifname, &a.prefix)
+    };
 
     // Ours but no longer wanted (a dropped uplink or service IP): delete first,
     // so a re-addressed uplink never holds both the old and the new prefix.
     for a in o.addresses.iter().filter(|a| owned(a)) {
-        let wanted = t.addresses.iter().any(|d| d.index == a.index && d.prefix == a.prefix);
+        let wanted = t
+            .addresses
+            .iter()
+            .any(|d| d.index == a.index && d.prefix == a.prefix);
         if !wanted {
             items.push(Item {
                 kind: Kind::Address,
@@ -42,7 +47,10 @@ pub fn plan_addresses(t: &Target, o: &Observed) -> Vec<Item> {
             scope: d.scope,
             protocol: t.protocol,
         };
-        let found = o.addresses.iter().find(|a| a.index == d.index && a.prefix == d.prefix);
+        let found = o
+            .addresses
+            .iter()
+            .find(|a| a.index == d.index && a.prefix == d.prefix);
         items.push(match found {
             None => Item {
                 kind: Kind::Address,

@@ -15,7 +15,11 @@ pub fn plan_files(t: &Target, o: &Observed) -> Vec<Item> {
             cur => items.push(Item {
                 kind: Kind::File,
                 id,
-                action: if cur.is_some() { Action::Update } else { Action::Create },
+                action: if cur.is_some() {
+                    Action::Update
+                } else {
+                    Action::Create
+                },
                 before: cur.as_deref().map(summary),
                 after: Some(summary(&f.content)),
                 ops: vec![Op::WriteFile {

@@ -4,6 +4,7 @@
 //! plan with nothing to do; tests prove that against a fake system.
 
 mod addresses;
+mod bgp;
 mod files;
 mod links;
 mod rules;
@@ -17,7 +18,7 @@ use serde::Serialize;
 
 use crate::desired::{RuleSpec, SysctlKey};
 use crate::observed::{Observed, Scope};
-pub use target::{resolve, ResolveError, Target};
+pub use target::{resolve, BirdTarget, ResolveError, Target, Template};
 
 /// One change to the system. Recorded by the fake system in tests; never raw
 /// netlink bytes.
@@ -61,6 +62,16 @@ pub enum Op {
     RemoveFile {
         path: PathBuf,
     },
+    /// Check with BIRD's own parser, then swap in atomically.
+    WriteBirdConfig {
+        path: PathBuf,
+        #[serde(skip)]
+        content: String,
+    },
+    /// `configure` over the control socket.
+    ReloadBird {
+        socket: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -91,6 +102,7 @@ pub enum Kind {
     Sysctl,
     Address,
     Rule,
+    Bgp,
 }
 
 impl std::fmt::Display for Kind {
@@ -101,6 +113,7 @@ impl std::fmt::Display for Kind {
             Kind::Sysctl => "sysctl",
             Kind::Address => "address",
             Kind::Rule => "rule",
+            Kind::Bgp => "bgp",
         })
     }
 }
@@ -158,6 +171,8 @@ pub fn plan(t: &Target, o: &Observed) -> Plan {
     items.extend(sysctls::plan_sysctls(t, o));
     items.extend(addresses::plan_addresses(t, o));
     items.extend(rules::plan_rules(t, o));
+    // Last: BIRD's krt_prefsrc needs the service IP on lo before it loads.
+    items.extend(bgp::plan_bgp(t, o));
     Plan { items }
 }
 

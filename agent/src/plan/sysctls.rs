@@ -15,7 +15,9 @@ pub fn plan_sysctls(t: &Target, o: &Observed) -> Vec<Item> {
         let cur = o.sysctls.get(key).cloned().flatten();
         let id = key.to_string();
         match cur {
-            Some(c) if normalize(&c) == *value => items.push(Item::ok(Kind::Sysctl, id, value.clone())),
+            Some(c) if normalize(&c) == *value => {
+                items.push(Item::ok(Kind::Sysctl, id, value.clone()))
+            }
             cur => items.push(Item {
                 kind: Kind::Sysctl,
                 id,

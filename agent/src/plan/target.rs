@@ -24,6 +24,36 @@ pub struct Target {
     pub rules: Vec<RuleSpec>,
     pub sysctls: Vec<(SysctlKey, String)>,
     pub files: Vec<FileTarget>,
+    pub bird: Option<BirdTarget>,
+}
+
+/// The host BIRD's rendered config and where it goes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BirdTarget {
+    pub config_path: PathBuf,
+    pub socket: PathBuf,
+    /// May hold BGP passwords: never printed, only summarized.
+    pub content: String,
+    /// BGP sessions to the ToRs (BIRD protocol names), per uplink in order.
+    pub sessions: Vec<(String, Vec<String>)>,
+}
+
+impl std::fmt::Debug for BirdTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BirdTarget")
+            .field("config_path", &self.config_path)
+            .field("socket", &self.socket)
+            .field("content", &format_args!("<{} bytes>", self.content.len()))
+            .field("sessions", &self.sessions)
+            .finish()
+    }
+}
+
+/// A template override read from `<templates_dir>/bird.conf.j2`.
+#[derive(Debug, Clone)]
+pub struct Template {
+    pub label: String,
+    pub text: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +90,9 @@ pub enum ResolveError {
         matcher: NicMatch,
         present: Vec<String>,
     },
-    #[error("uplinks '{first}' and '{second}' both match NIC {ifname}; each uplink needs its own NIC")]
+    #[error(
+        "uplinks '{first}' and '{second}' both match NIC {ifname}; each uplink needs its own NIC"
+    )]
     SameNic {
         first: String,
         second: String,
@@ -70,6 +102,8 @@ pub enum ResolveError {
     NoLoopback,
     #[error("sysctl key for uplink '{uplink}' is invalid after substitution: {message}")]
     BadSysctl { uplink: String, message: String },
+    #[error("rendering the BIRD config: {0}")]
+    Render(String),
 }
 
 impl Target {
@@ -80,6 +114,7 @@ impl Target {
         keys.extend(state.sysctls.keys().cloned());
         let mut files: BTreeSet<PathBuf> = self.files.iter().map(|f| f.path.clone()).collect();
         files.extend(state.files.iter().cloned());
+        files.extend(self.bird.iter().map(|b| b.config_path.clone()));
         (keys, files)
     }
 }
@@ -91,8 +126,15 @@ fn find_link<'a>(links: &'a [ObservedLink], m: &NicMatch) -> Option<&'a Observed
     })
 }
 
-pub fn resolve(d: &Desired, links: &[ObservedLink]) -> Result<Target, ResolveError> {
-    let lo = links.iter().find(|l| l.name == "lo").ok_or(ResolveError::NoLoopback)?;
+pub fn resolve(
+    d: &Desired,
+    links: &[ObservedLink],
+    template: Option<&Template>,
+) -> Result<Target, ResolveError> {
+    let lo = links
+        .iter()
+        .find(|l| l.name == "lo")
+        .ok_or(ResolveError::NoLoopback)?;
     let mut t = Target {
         protocol: d.protocol.get(),
         ..Target::default()
@@ -172,7 +214,13 @@ pub fn resolve(d: &Desired, links: &[ObservedLink]) -> Result<Target, ResolveErr
             let sep = if template.contains('/') { '/' } else { '.' };
             let parts: Vec<String> = template
                 .split(sep)
-                .map(|p| if p == "{uplink}" { link.name.clone() } else { p.to_string() })
+                .map(|p| {
+                    if p == "{uplink}" {
+                        link.name.clone()
+                    } else {
+                        p.to_string()
+                    }
+                })
                 .collect();
             if parts.iter().any(|p| p.is_empty() || p.contains('{')) {
                 return Err(ResolveError::BadSysctl {
@@ -192,6 +240,35 @@ pub fn resolve(d: &Desired, links: &[ObservedLink]) -> Result<Target, ResolveErr
 
     t.rules = d.rules.clone();
     t.files = files(d, &t.sysctls);
+    if let Some(bgp) = &d.bgp {
+        let ifnames: Vec<String> = t.links.iter().skip(1).map(|l| l.ifname.clone()).collect();
+        let params = crate::bgp::from_desired::params(d, bgp, &ifnames);
+        let content = crate::bgp::render_with(
+            &params,
+            template.map(|t| (t.label.as_str(), t.text.as_str())),
+        )
+        .map_err(|e| ResolveError::Render(e.to_string()))?;
+        let sessions = params
+            .uplinks
+            .iter()
+            .map(|u| {
+                let mut v = Vec::new();
+                if u.peer_v4.is_some() {
+                    v.push(crate::bgp::render::session_name(u, false));
+                }
+                if u.peer_v6.is_some() {
+                    v.push(crate::bgp::render::session_name(u, true));
+                }
+                (u.name.clone(), v)
+            })
+            .collect();
+        t.bird = Some(BirdTarget {
+            config_path: bgp.config_path.clone(),
+            socket: bgp.control_socket.clone(),
+            content,
+            sessions,
+        });
+    }
     Ok(t)
 }
 

@@ -59,7 +59,9 @@ fn net(s: &str) -> IpNet {
 }
 
 fn plan_of(f: &mut FakeSystem, host: &str) -> Plan {
-    engine::run(f, &desired(host), Mode::Plan).expect("plan").plan
+    engine::run(f, &desired(host), Mode::Plan)
+        .expect("plan")
+        .plan
 }
 
 fn ops(p: &Plan) -> Vec<Op> {
@@ -77,7 +79,7 @@ fn golden_fresh_host() {
         table,
         suppress_prefixlength: s,
     };
-    let expected_tail = vec![
+    let expected_tail = [
         Op::AddAddress {
             index: 1,
             ifname: "lo".into(),
@@ -108,7 +110,13 @@ fn golden_fresh_host() {
             protocol: 211,
         },
     ];
-    assert_eq!(ops[ops.len() - 5..], expected_tail[..]);
+    // The BIRD config comes last: its krt_prefsrc needs the service IP on lo.
+    assert!(
+        matches!(ops.last(), Some(Op::WriteBirdConfig { .. })),
+        "{:?}",
+        ops.last()
+    );
+    assert_eq!(ops[ops.len() - 6..ops.len() - 1], expected_tail[..]);
     assert!(ops.contains(&Op::SetLink {
         index: 2,
         ifname: "eth0".into(),
@@ -120,12 +128,19 @@ fn golden_fresh_host() {
         value: "2".into()
     }));
     // eth2 is not an uplink: nothing of ours touches it.
-    assert!(!ops.iter().any(|o| format!("{o:?}").contains("eth2")), "{ops:#?}");
+    assert!(
+        !ops.iter().any(|o| format!("{o:?}").contains("eth2")),
+        "{ops:#?}"
+    );
     let tables = ops.iter().find_map(|o| match o {
-        Op::WriteFile { path, content } if path == &PathBuf::from(target::RT_TABLES_FILE) => Some(content.clone()),
+        Op::WriteFile { path, content } if path == &PathBuf::from(target::RT_TABLES_FILE) => {
+            Some(content.clone())
+        }
         _ => None,
     });
-    assert!(tables.expect("rt_tables.d written").contains("1001\tunderlay-host"));
+    assert!(tables
+        .expect("rt_tables.d written")
+        .contains("1001\tunderlay-host"));
 }
 
 #[test]
@@ -154,9 +169,22 @@ fn existing_address_with_wrong_scope_is_replaced() {
         protocol: None,
     });
     let p = plan_of(&mut f, HOST);
-    let item = p.items.iter().find(|i| i.id == "172.30.0.1/31 dev eth0").unwrap();
+    let item = p
+        .items
+        .iter()
+        .find(|i| i.id == "172.30.0.1/31 dev eth0")
+        .unwrap();
     assert_eq!(item.action, Action::Update);
-    assert!(matches!(item.ops[..], [Op::DelAddress { .. }, Op::AddAddress { scope: Scope::Link, .. }]));
+    assert!(matches!(
+        item.ops[..],
+        [
+            Op::DelAddress { .. },
+            Op::AddAddress {
+                scope: Scope::Link,
+                ..
+            }
+        ]
+    ));
 }
 
 #[test]
@@ -179,18 +207,31 @@ fn foreign_objects_are_never_planned_for_deletion() {
         186,
     ));
     engine::run(&mut f, &desired(HOST), Mode::Apply).unwrap();
-    assert!(f.addresses.iter().any(|a| a.prefix == net("192.168.50.5/24")));
+    assert!(f
+        .addresses
+        .iter()
+        .any(|a| a.prefix == net("192.168.50.5/24")));
     assert!(f.rules.iter().any(|(r, p)| r.table == 77 && *p == 186));
-    assert!(!f.applied.iter().any(|o| matches!(o, Op::DelAddress { .. } | Op::DelRule { .. })));
+    assert!(!f
+        .applied
+        .iter()
+        .any(|o| matches!(o, Op::DelAddress { .. } | Op::DelRule { .. })));
 }
 
 #[test]
 fn dropping_an_uplink_deletes_exactly_its_objects() {
     let mut f = fresh();
     engine::run(&mut f, &desired(HOST), Mode::Apply).unwrap();
-    let one_uplink = HOST.split("[[uplinks]]\nname = \"tor-b\"").next().unwrap().to_string();
+    let one_uplink = HOST
+        .split("[[uplinks]]\nname = \"tor-b\"")
+        .next()
+        .unwrap()
+        .to_string();
     let p = plan_of(&mut f, &one_uplink);
-    let deletes: Vec<&Op> = p.ops().filter(|o| matches!(o, Op::DelAddress { .. } | Op::DelRule { .. })).collect();
+    let deletes: Vec<&Op> = p
+        .ops()
+        .filter(|o| matches!(o, Op::DelAddress { .. } | Op::DelRule { .. }))
+        .collect();
     assert_eq!(
         deletes,
         [&Op::DelAddress {
@@ -212,7 +253,11 @@ fn without_ifa_proto_the_state_file_alone_proves_ownership() {
     engine::run(&mut f, &desired(HOST), Mode::Apply).unwrap();
     let state = f.state.clone().unwrap();
     assert_eq!(state.addresses.len(), 3);
-    let one_uplink = HOST.split("[[uplinks]]\nname = \"tor-b\"").next().unwrap().to_string();
+    let one_uplink = HOST
+        .split("[[uplinks]]\nname = \"tor-b\"")
+        .next()
+        .unwrap()
+        .to_string();
     let r = engine::run(&mut f, &desired(&one_uplink), Mode::Apply).unwrap();
     assert!(r.converged());
     assert!(!f.addresses.iter().any(|a| a.ifname == "eth1"));
@@ -231,16 +276,24 @@ fn changed_service_ip_replaces_ours_only() {
     let changes: Vec<(Action, &str)> = p.changes().map(|i| (i.action, i.id.as_str())).collect();
     assert_eq!(
         changes,
-        [(Action::Delete, "10.10.0.11/32 dev lo"), (Action::Create, "10.10.0.12/32 dev lo")]
+        [
+            (Action::Delete, "10.10.0.11/32 dev lo"),
+            (Action::Create, "10.10.0.12/32 dev lo"),
+            // The router id and the announced service IP change with it.
+            (Action::Update, "bird config /etc/bird/bird.conf"),
+        ]
     );
 }
 
 #[test]
 fn sysctl_written_only_when_different() {
     let mut f = fresh();
-    f.sysctls.insert(SysctlKey::parse("net.ipv4.ip_forward").unwrap(), "1".into());
+    f.sysctls
+        .insert(SysctlKey::parse("net.ipv4.ip_forward").unwrap(), "1".into());
     let p = plan_of(&mut f, HOST);
-    assert!(!p.ops().any(|o| matches!(o, Op::WriteSysctl { key, .. } if key.to_string() == "net.ipv4.ip_forward")));
+    assert!(!p.ops().any(
+        |o| matches!(o, Op::WriteSysctl { key, .. } if key.to_string() == "net.ipv4.ip_forward")
+    ));
     assert!(p.ops().any(|o| matches!(o, Op::WriteSysctl { key, .. } if key.to_string() == "net.ipv4.fib_multipath_hash_policy")));
 }
 
@@ -251,10 +304,18 @@ fn dropped_sysctl_leaves_live_value_and_persisted_file() {
     let role = ROLE.replace("\"net.ipv4.conf.all.arp_ignore\" = 1\n", "");
     let d = load_str("role.toml", &role, "host.toml", HOST).unwrap();
     let r = engine::run(&mut f, &d, Mode::Apply).unwrap();
-    let item = r.plan.items.iter().find(|i| i.id == "net.ipv4.conf.all.arp_ignore").unwrap();
+    let item = r
+        .plan
+        .items
+        .iter()
+        .find(|i| i.id == "net.ipv4.conf.all.arp_ignore")
+        .unwrap();
     assert_eq!(item.action, Action::Delete);
     assert!(r.converged());
-    assert_eq!(f.sysctls[&SysctlKey::parse("net.ipv4.conf.all.arp_ignore").unwrap()], "1");
+    assert_eq!(
+        f.sysctls[&SysctlKey::parse("net.ipv4.conf.all.arp_ignore").unwrap()],
+        "1"
+    );
     let persisted = &f.files[&PathBuf::from(target::SYSCTL_FILE)];
     assert!(!persisted.contains("arp_ignore"), "{persisted}");
 }
@@ -278,7 +339,9 @@ fn partial_apply_records_what_it_created() {
 fn missing_nic_names_the_match_and_lists_nics() {
     let mut f = fresh();
     let host = HOST.replace("name = \"eth1\"", "name = \"ens9\"");
-    let err = engine::run(&mut f, &desired(&host), Mode::Plan).unwrap_err().to_string();
+    let err = engine::run(&mut f, &desired(&host), Mode::Plan)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("uplink 'tor-b'"), "{err}");
     assert!(err.contains("name ens9"), "{err}");
     assert!(err.contains("eth0 (52:54:00:00:00:02), eth1"), "{err}");
@@ -287,11 +350,71 @@ fn missing_nic_names_the_match_and_lists_nics() {
 #[test]
 fn nic_matched_by_mac() {
     let mut f = fresh();
-    let host = HOST.replace("nic = { name = \"eth1\" }", "nic = { mac = \"52:54:00:00:00:04\" }");
+    let host = HOST.replace(
+        "nic = { name = \"eth1\" }",
+        "nic = { mac = \"52:54:00:00:00:04\" }",
+    );
     let p = plan_of(&mut f, &host);
     // 52:54:00:00:00:04 is eth2 in the fake: tor-b binds there.
     assert!(p.items.iter().any(|i| i.id == "eth2 (tor-b)"));
-    assert!(p.ops().any(|o| matches!(o, Op::AddAddress { ifname, .. } if ifname == "eth2")));
+    assert!(p
+        .ops()
+        .any(|o| matches!(o, Op::AddAddress { ifname, .. } if ifname == "eth2")));
+}
+
+#[test]
+fn bird_config_written_once_and_reloaded_only_when_running() {
+    let mut f = fresh();
+    let r = engine::run(&mut f, &desired(HOST), Mode::Apply).unwrap();
+    assert!(r.converged());
+    assert!(f
+        .applied
+        .iter()
+        .any(|o| matches!(o, Op::WriteBirdConfig { .. })));
+    assert_eq!(f.reloads, 0, "no BIRD running: nothing to reload");
+    let conf = f.files[&PathBuf::from("/etc/bird/bird.conf")].clone();
+    assert!(conf.contains("router id 10.10.0.11;"), "{conf}");
+    assert!(conf.contains("kernel table 1001"), "{conf}");
+    // BIRD now runs; an unchanged config is neither rewritten nor reloaded.
+    f.bird = Some(Vec::new());
+    f.applied.clear();
+    let r = engine::run(&mut f, &desired(HOST), Mode::Apply).unwrap();
+    assert!(!r.changed());
+    assert_eq!(f.reloads, 0);
+    // A timer change rewrites and reloads.
+    let role = ROLE.replace("hold_time = 9", "hold_time = 30");
+    let d = load_str("role.toml", &role, "host.toml", HOST).unwrap();
+    let r = engine::run(&mut f, &d, Mode::Apply).unwrap();
+    let item = r.plan.changes().next().unwrap();
+    assert_eq!((item.kind, item.action), (Kind::Bgp, Action::Update));
+    assert!(item.after.as_ref().unwrap().contains("reload"));
+    assert_eq!(f.reloads, 1);
+}
+
+#[test]
+fn template_override_replaces_the_embedded_template() {
+    let mut f = fresh();
+    f.files.insert(
+        PathBuf::from("/etc/underlay/templates/bird.conf.j2"),
+        "# custom\nrouter id {{ router_id }};\n".into(),
+    );
+    engine::run(&mut f, &desired(HOST), Mode::Apply).unwrap();
+    assert_eq!(
+        f.files[&PathBuf::from("/etc/bird/bird.conf")],
+        "# custom\nrouter id 10.10.0.11;\n"
+    );
+    f.files.insert(
+        PathBuf::from("/etc/underlay/templates/bird.conf.j2"),
+        "{{ no_such_variable }}".into(),
+    );
+    let err = engine::run(&mut f, &desired(HOST), Mode::Plan)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("/etc/underlay/templates/bird.conf.j2"),
+        "{err}"
+    );
+    assert!(err.contains("undefined"), "{err}");
 }
 
 #[test]
@@ -303,6 +426,9 @@ fn exit_codes() {
     assert_eq!(r.exit_code(), 3);
     engine::run(&mut f, &desired(HOST), Mode::Apply).unwrap();
     for m in [Mode::Plan, Mode::Verify, Mode::Status] {
-        assert_eq!(engine::run(&mut f, &desired(HOST), m).unwrap().exit_code(), 0);
+        assert_eq!(
+            engine::run(&mut f, &desired(HOST), m).unwrap().exit_code(),
+            0
+        );
     }
 }

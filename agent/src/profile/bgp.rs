@@ -11,10 +11,20 @@ pub const DEFAULT_CONFIG: &str = "/etc/bird/bird.conf";
 pub const DEFAULT_SOCKET: &str = "/run/bird/bird.ctl";
 pub const DEFAULT_TEMPLATES: &str = "/etc/underlay/templates";
 
-fn absolute(src: &Source, key: &str, v: &Option<String>, default: &str, p: &mut Vec<Problem>) -> std::path::PathBuf {
+fn absolute(
+    src: &Source,
+    key: &str,
+    v: &Option<String>,
+    default: &str,
+    p: &mut Vec<Problem>,
+) -> std::path::PathBuf {
     let s = v.clone().unwrap_or_else(|| default.to_string());
     if !s.starts_with('/') {
-        p.push(src.problem(key, &(0..0), format!("found '{s}', expected an absolute path such as {default}")));
+        p.push(src.problem(
+            key,
+            &(0..0),
+            format!("found '{s}', expected an absolute path such as {default}"),
+        ));
     }
     s.into()
 }
@@ -35,22 +45,48 @@ pub(super) fn validate(
             format!("'{name}' is a kernel table; the host BIRD must sync a table of its own (Calico's BIRD owns main)")
         } else {
             let known: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
-            format!("unknown table '{name}', expected one of routing.tables: {}", known.join(", "))
+            format!(
+                "unknown table '{name}', expected one of routing.tables: {}",
+                known.join(", ")
+            )
         };
         p.push(src.problem("bgp.host_table", &b.host_table.span(), why));
     }
-    let num = |key: &str, v: &Option<toml::Spanned<u16>>, default: u16, ok: fn(u16) -> bool, expect: &str, p: &mut Vec<Problem>| {
+    let num = |key: &str,
+               v: &Option<toml::Spanned<u16>>,
+               default: u16,
+               ok: fn(u16) -> bool,
+               expect: &str,
+               p: &mut Vec<Problem>| {
         match v {
             Some(s) if !ok(*s.get_ref()) => {
-                p.push(src.problem(key, &s.span(), format!("found {}, expected {expect}", s.get_ref())));
+                p.push(src.problem(
+                    key,
+                    &s.span(),
+                    format!("found {}, expected {expect}", s.get_ref()),
+                ));
                 default
             }
             Some(s) => *s.get_ref(),
             None => default,
         }
     };
-    let hold_time = num("bgp.hold_time", &b.hold_time, 9, |v| v == 0 || v >= 3, "0 or 3–65535 seconds", p);
-    let keepalive = num("bgp.keepalive", &b.keepalive, 3, |v| v >= 1, "1 or more seconds", p);
+    let hold_time = num(
+        "bgp.hold_time",
+        &b.hold_time,
+        9,
+        |v| v == 0 || v >= 3,
+        "0 or 3–65535 seconds",
+        p,
+    );
+    let keepalive = num(
+        "bgp.keepalive",
+        &b.keepalive,
+        3,
+        |v| v >= 1,
+        "1 or more seconds",
+        p,
+    );
     if hold_time != 0 && keepalive >= hold_time {
         if let Some(k) = &b.keepalive {
             p.push(src.problem(
@@ -60,14 +96,25 @@ pub(super) fn validate(
             ));
         }
     }
-    let connect_retry = num("bgp.connect_retry", &b.connect_retry, 5, |v| v >= 1, "1 or more seconds", p);
+    let connect_retry = num(
+        "bgp.connect_retry",
+        &b.connect_retry,
+        5,
+        |v| v >= 1,
+        "1 or more seconds",
+        p,
+    );
 
     let bfd = match &b.bfd {
         Some(f) if !f.enabled => None,
         f => {
             let interval_ms = match f.as_ref().and_then(|f| f.interval_ms.as_ref()) {
                 Some(i) if !(10..=10_000).contains(i.get_ref()) => {
-                    p.push(src.problem("bgp.bfd.interval_ms", &i.span(), format!("found {}, expected 10–10000 ms", i.get_ref())));
+                    p.push(src.problem(
+                        "bgp.bfd.interval_ms",
+                        &i.span(),
+                        format!("found {}, expected 10–10000 ms", i.get_ref()),
+                    ));
                     100
                 }
                 Some(i) => *i.get_ref(),
@@ -75,13 +122,20 @@ pub(super) fn validate(
             };
             let multiplier = match f.as_ref().and_then(|f| f.multiplier.as_ref()) {
                 Some(m) if *m.get_ref() == 0 => {
-                    p.push(src.problem("bgp.bfd.multiplier", &m.span(), "found 0, expected 1–255 (3 is usual)"));
+                    p.push(src.problem(
+                        "bgp.bfd.multiplier",
+                        &m.span(),
+                        "found 0, expected 1–255 (3 is usual)",
+                    ));
                     3
                 }
                 Some(m) => *m.get_ref(),
                 None => 3,
             };
-            Some(Bfd { interval_ms, multiplier })
+            Some(Bfd {
+                interval_ms,
+                multiplier,
+            })
         }
     };
 
@@ -115,7 +169,10 @@ pub(super) fn validate(
                     p.push(src.problem(
                         "bgp.calico.calico_port",
                         &port.span(),
-                        format!("found {}, expected a port other than 179 (the host BIRD's), e.g. 1179", port.get_ref()),
+                        format!(
+                            "found {}, expected a port other than 179 (the host BIRD's), e.g. 1179",
+                            port.get_ref()
+                        ),
                     ));
                     1179
                 }
@@ -137,7 +194,11 @@ pub(super) fn validate(
     // maintenance, say) can have at most one per uplink.
     let min_paths = match readiness.and_then(|r| r.min_paths.as_ref()) {
         Some(m) if *m.get_ref() == 0 => {
-            p.push(src.problem("bgp.readiness.min_paths", &m.span(), "found 0, expected 1 or more (usually 2)"));
+            p.push(src.problem(
+                "bgp.readiness.min_paths",
+                &m.span(),
+                "found 0, expected 1 or more (usually 2)",
+            ));
             1
         }
         Some(m) => (*m.get_ref()).min(uplinks.max(1) as u32),
@@ -145,15 +206,31 @@ pub(super) fn validate(
     };
     let timeout_s = match readiness.and_then(|r| r.timeout_s.as_ref()) {
         Some(t) if *t.get_ref() == 0 => {
-            p.push(src.problem("bgp.readiness.timeout_s", &t.span(), "found 0, expected a timeout in seconds, e.g. 60"));
+            p.push(src.problem(
+                "bgp.readiness.timeout_s",
+                &t.span(),
+                "found 0, expected a timeout in seconds, e.g. 60",
+            ));
             60
         }
         Some(t) => *t.get_ref(),
         None => 60,
     };
     let config_path = absolute(src, "bgp.config_path", &b.config_path, DEFAULT_CONFIG, p);
-    let control_socket = absolute(src, "bgp.control_socket", &b.control_socket, DEFAULT_SOCKET, p);
-    let templates_dir = absolute(src, "bgp.templates_dir", &b.templates_dir, DEFAULT_TEMPLATES, p);
+    let control_socket = absolute(
+        src,
+        "bgp.control_socket",
+        &b.control_socket,
+        DEFAULT_SOCKET,
+        p,
+    );
+    let templates_dir = absolute(
+        src,
+        "bgp.templates_dir",
+        &b.templates_dir,
+        DEFAULT_TEMPLATES,
+        p,
+    );
 
     if p.len() != before {
         return None;

@@ -109,7 +109,10 @@ pub struct ReadinessInput {
 }
 
 fn default_protocol() -> Spanned<ProtocolId> {
-    Spanned::new(0..0, ProtocolId::try_from(211).expect("211 is a valid protocol"))
+    Spanned::new(
+        0..0,
+        ProtocolId::try_from(211).expect("211 is a valid protocol"),
+    )
 }
 
 #[derive(Debug, Deserialize)]

@@ -37,7 +37,11 @@ impl fmt::Display for Problem {
             self.file.display(),
             self.line,
             self.column,
-            if self.key.is_empty() { "(top level)" } else { &self.key },
+            if self.key.is_empty() {
+                "(top level)"
+            } else {
+                &self.key
+            },
             self.message
         )
     }
@@ -90,7 +94,12 @@ impl Source {
         (line, column)
     }
 
-    pub fn problem(&self, key: impl Into<String>, span: &Range<usize>, message: impl Into<String>) -> Problem {
+    pub fn problem(
+        &self,
+        key: impl Into<String>,
+        span: &Range<usize>,
+        message: impl Into<String>,
+    ) -> Problem {
         let (line, column) = self.location(span);
         Problem {
             file: self.path.clone(),
@@ -129,10 +138,14 @@ impl Source {
     }
 
     fn deserialize<T: DeserializeOwned>(&self) -> Result<T, Problem> {
-        let de = toml::de::Deserializer::parse(&self.text).map_err(|e| self.toml_problem(String::new(), &e))?;
+        let de = toml::de::Deserializer::parse(&self.text)
+            .map_err(|e| self.toml_problem(String::new(), &e))?;
         serde_path_to_error::deserialize(de).map_err(|e| {
             // Spanned<T> shows up as a synthetic path segment; people never wrote it.
-            let key = e.path().to_string().replace(".$__serde_spanned_private_value", "");
+            let key = e
+                .path()
+                .to_string()
+                .replace(".$__serde_spanned_private_value", "");
             let key = if key == "." { String::new() } else { key };
             self.toml_problem(key, e.inner())
         })
@@ -142,7 +155,11 @@ impl Source {
         let span = e.span().unwrap_or(0..0);
         let mut message = e.message().trim().to_string();
         let found = self.text.get(span.clone()).unwrap_or("").trim();
-        if !found.is_empty() && !found.contains('\n') && found.len() <= 80 && !message.contains(found) {
+        if !found.is_empty()
+            && !found.contains('\n')
+            && found.len() <= 80
+            && !message.contains(found)
+        {
             message = format!("{message} (found {found})");
         }
         self.problem(key, &span, message)
@@ -158,7 +175,12 @@ pub fn load(role: &Path, host: &Path) -> Result<Desired, ProfileError> {
 }
 
 /// Same as [`load`] on in-memory text; `role_name`/`host_name` are used in errors.
-pub fn load_str(role_name: &str, role_text: &str, host_name: &str, host_text: &str) -> Result<Desired, ProfileError> {
+pub fn load_str(
+    role_name: &str,
+    role_text: &str,
+    host_name: &str,
+    host_text: &str,
+) -> Result<Desired, ProfileError> {
     let role_src = Source {
         path: role_name.into(),
         text: role_text.into(),
@@ -174,7 +196,9 @@ fn load_sources(role_src: &Source, host_src: &Source) -> Result<Desired, Profile
     let role = role_src.parse::<input::RoleInput>();
     let host = host_src.parse::<input::HostInput>();
     match (role, host) {
-        (Ok(role), Ok(host)) => validate::validate(role_src, &role, host_src, &host).map_err(ProfileError::Invalid),
+        (Ok(role), Ok(host)) => {
+            validate::validate(role_src, &role, host_src, &host).map_err(ProfileError::Invalid)
+        }
         (role, host) => Err(ProfileError::Invalid(
             [role.err(), host.err()].into_iter().flatten().collect(),
         )),

@@ -151,7 +151,8 @@ impl TryFrom<String> for MacAddr {
 impl std::str::FromStr for MacAddr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("'{s}' is not a MAC address; expected six hex pairs like 52:54:00:12:34:56");
+        let bad =
+            || format!("'{s}' is not a MAC address; expected six hex pairs like 52:54:00:12:34:56");
         let parts: Vec<&str> = s.split([':', '-']).collect();
         if parts.len() != 6 {
             return Err(bad());
@@ -241,7 +242,9 @@ impl TryFrom<u8> for ProtocolId {
     type Error = String;
     fn try_from(v: u8) -> Result<Self, String> {
         if v <= 4 {
-            Err(format!("protocol {v} is the kernel's own (0–4); pick an unused number above 200, e.g. 211"))
+            Err(format!(
+                "protocol {v} is the kernel's own (0–4); pick an unused number above 200, e.g. 211"
+            ))
         } else {
             Ok(ProtocolId(v))
         }

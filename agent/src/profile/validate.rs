@@ -27,12 +27,18 @@ pub(super) fn validate(
     let rules = rules(role_src, role, &tables, has_ipv6, &mut p);
     let pods = pods(role_src, role, &mut p);
     let (sysctl_global, sysctl_uplink) = sysctls(role_src, role, &mut p);
-    let default_mtu = role.uplinks.mtu.as_ref().and_then(|m| mtu(role_src, "uplinks.mtu", m, &mut p));
+    let default_mtu = role
+        .uplinks
+        .mtu
+        .as_ref()
+        .and_then(|m| mtu(role_src, "uplinks.mtu", m, &mut p));
 
     let hostname = host.hostname.get_ref().trim().to_string();
     if hostname.is_empty()
         || hostname.len() > 253
-        || !hostname.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        || !hostname
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
     {
         p.push(host_src.problem(
             "hostname",
@@ -70,6 +76,17 @@ pub(super) fn validate(
     });
 
     let uplinks = uplinks(host_src, host, default_mtu, &mut p);
+    if role.bgp.is_some() && service_ipv6.is_none() {
+        for (i, u) in host.uplinks.iter().enumerate() {
+            if let Some(v6) = &u.ipv6 {
+                p.push(host_src.problem(
+                    format!("uplinks[{i}].ipv6"),
+                    &v6.address.span(),
+                    "an IPv6 BGP session needs service_ipv6 (the /128 it announces); add service_ipv6 or drop the uplink's ipv6",
+                ));
+            }
+        }
+    }
     let bgp = role
         .bgp
         .as_ref()
@@ -112,7 +129,9 @@ fn tables(src: &Source, role: &RoleInput, p: &mut Vec<Problem>) -> Vec<Table> {
         let id = *t.id.get_ref();
         let valid_name = !name.is_empty()
             && name.len() <= 64
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             && !name.chars().all(|c| c.is_ascii_digit());
         if !valid_name {
             p.push(src.problem(
@@ -124,7 +143,9 @@ fn tables(src: &Source, role: &RoleInput, p: &mut Vec<Problem>) -> Vec<Table> {
             p.push(src.problem(
                 format!("routing.tables[{i}].name"),
                 &t.name.span(),
-                format!("'{name}' is a kernel table; define a table of your own, e.g. underlay-host"),
+                format!(
+                    "'{name}' is a kernel table; define a table of your own, e.g. underlay-host"
+                ),
             ));
         }
         if id.in_felix_range() && !role.routing.allow_felix_table_ids {
@@ -159,7 +180,13 @@ fn tables(src: &Source, role: &RoleInput, p: &mut Vec<Problem>) -> Vec<Table> {
     out
 }
 
-fn rules(src: &Source, role: &RoleInput, tables: &[Table], has_ipv6: bool, p: &mut Vec<Problem>) -> Vec<RuleSpec> {
+fn rules(
+    src: &Source,
+    role: &RoleInput,
+    tables: &[Table],
+    has_ipv6: bool,
+    p: &mut Vec<Problem>,
+) -> Vec<RuleSpec> {
     let mut out = Vec::new();
     let mut by_prio: HashMap<u32, usize> = HashMap::new();
     for (i, r) in role.routing.rules.iter().enumerate() {
@@ -184,11 +211,16 @@ fn rules(src: &Source, role: &RoleInput, tables: &[Table], has_ipv6: bool, p: &m
             other => tables.iter().find(|t| t.name == other).map(|t| t.id.get()),
         };
         let Some(table) = table else {
-            let known: Vec<&str> = std::iter::once("main").chain(tables.iter().map(|t| t.name.as_str())).collect();
+            let known: Vec<&str> = std::iter::once("main")
+                .chain(tables.iter().map(|t| t.name.as_str()))
+                .collect();
             p.push(src.problem(
                 format!("routing.rules[{i}].table"),
                 &r.table.span(),
-                format!("unknown table '{name}', expected one of: {}", known.join(", ")),
+                format!(
+                    "unknown table '{name}', expected one of: {}",
+                    known.join(", ")
+                ),
             ));
             continue;
         };
@@ -198,11 +230,18 @@ fn rules(src: &Source, role: &RoleInput, tables: &[Table], has_ipv6: bool, p: &m
                 p.push(src.problem(
                     format!("routing.rules[{i}].suppress_prefixlength"),
                     &s.span(),
-                    format!("found {}, expected 0–32 (the rule is installed for IPv4 too)", s.get_ref()),
+                    format!(
+                        "found {}, expected 0–32 (the rule is installed for IPv4 too)",
+                        s.get_ref()
+                    ),
                 ));
             }
         }
-        let families: &[Family] = if has_ipv6 { &[Family::Ipv4, Family::Ipv6] } else { &[Family::Ipv4] };
+        let families: &[Family] = if has_ipv6 {
+            &[Family::Ipv4, Family::Ipv6]
+        } else {
+            &[Family::Ipv4]
+        };
         for &family in families {
             out.push(RuleSpec {
                 family,
@@ -223,7 +262,10 @@ fn pods(src: &Source, role: &RoleInput, p: &mut Vec<Problem>) -> Pods {
             p.push(src.problem(
                 format!("pods.cidrs[{i}]"),
                 &c.span(),
-                format!("found {net}, expected a network address: did you mean {}?", net.trunc()),
+                format!(
+                    "found {net}, expected a network address: did you mean {}?",
+                    net.trunc()
+                ),
             ));
         }
         cidrs.push(net);
@@ -235,7 +277,10 @@ fn pods(src: &Source, role: &RoleInput, p: &mut Vec<Problem>) -> Pods {
             p.push(src.problem(
                 format!("pods.zones.{zone}"),
                 &c.span(),
-                format!("found {net}, expected a block inside one of pods.cidrs ({})", fmt_list(&cidrs)),
+                format!(
+                    "found {net}, expected a block inside one of pods.cidrs ({})",
+                    fmt_list(&cidrs)
+                ),
             ));
         }
         zones.push((zone.clone(), net));
@@ -248,7 +293,10 @@ fn pods(src: &Source, role: &RoleInput, p: &mut Vec<Problem>) -> Pods {
 }
 
 fn fmt_list(v: &[IpNet]) -> String {
-    v.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    v.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 type Sysctls = (Vec<(SysctlKey, String)>, Vec<(String, String)>);
@@ -295,7 +343,12 @@ fn sysctls(src: &Source, role: &RoleInput, p: &mut Vec<Problem>) -> Sysctls {
     (global, uplink)
 }
 
-fn check_value(src: &Source, k: &toml::Spanned<String>, v: &SysctlValueInput, p: &mut Vec<Problem>) {
+fn check_value(
+    src: &Source,
+    k: &toml::Spanned<String>,
+    v: &SysctlValueInput,
+    p: &mut Vec<Problem>,
+) {
     if let SysctlValueInput::Str(s) = v {
         if s.trim().is_empty() || s.contains('\n') {
             p.push(src.problem(
@@ -314,20 +367,33 @@ fn mtu(src: &Source, key: &str, m: &toml::Spanned<u32>, p: &mut Vec<Problem>) ->
         p.push(src.problem(
             key,
             &m.span(),
-            format!("found {}, expected an MTU in {}–{}", m.get_ref(), MTU_RANGE.start(), MTU_RANGE.end()),
+            format!(
+                "found {}, expected an MTU in {}–{}",
+                m.get_ref(),
+                MTU_RANGE.start(),
+                MTU_RANGE.end()
+            ),
         ));
         None
     }
 }
 
-fn uplinks(src: &Source, host: &HostInput, default_mtu: Option<u32>, p: &mut Vec<Problem>) -> Vec<Uplink> {
+fn uplinks(
+    src: &Source,
+    host: &HostInput,
+    default_mtu: Option<u32>,
+    p: &mut Vec<Problem>,
+) -> Vec<Uplink> {
     let mut out = Vec::new();
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut nics: HashMap<NicMatch, usize> = HashMap::new();
     let mut subnets: BTreeMap<IpNet, usize> = BTreeMap::new();
     for (i, u) in host.uplinks.iter().enumerate() {
         let name = u.name.get_ref().as_str();
-        let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if !valid {
             p.push(src.problem(
                 format!("uplinks[{i}].name"),
@@ -343,8 +409,14 @@ fn uplinks(src: &Source, host: &HostInput, default_mtu: Option<u32>, p: &mut Vec
             ));
         }
         let nic = match u.nic.get_ref() {
-            NicInput { name: Some(n), mac: None } => Some(NicMatch::Name(n.clone())),
-            NicInput { name: None, mac: Some(m) } => Some(NicMatch::Mac(*m)),
+            NicInput {
+                name: Some(n),
+                mac: None,
+            } => Some(NicMatch::Name(n.clone())),
+            NicInput {
+                name: None,
+                mac: Some(m),
+            } => Some(NicMatch::Mac(*m)),
             _ => {
                 p.push(src.problem(
                     format!("uplinks[{i}].nic"),
@@ -373,8 +445,20 @@ fn uplinks(src: &Source, host: &HostInput, default_mtu: Option<u32>, p: &mut Vec
             ));
         }
         for (fam, net, span) in [
-            ("ipv4", u.ipv4.as_ref().map(|t| IpNet::V4(t.address.get_ref().trunc())), u.ipv4.as_ref().map(|t| t.address.span())),
-            ("ipv6", u.ipv6.as_ref().map(|t| IpNet::V6(t.address.get_ref().trunc())), u.ipv6.as_ref().map(|t| t.address.span())),
+            (
+                "ipv4",
+                u.ipv4
+                    .as_ref()
+                    .map(|t| IpNet::V4(t.address.get_ref().trunc())),
+                u.ipv4.as_ref().map(|t| t.address.span()),
+            ),
+            (
+                "ipv6",
+                u.ipv6
+                    .as_ref()
+                    .map(|t| IpNet::V6(t.address.get_ref().trunc())),
+                u.ipv6.as_ref().map(|t| t.address.span()),
+            ),
         ] {
             if let (Some(net), Some(span)) = (net, span) {
                 if let Some(j) = subnets.insert(net, i) {
@@ -386,7 +470,11 @@ fn uplinks(src: &Source, host: &HostInput, default_mtu: Option<u32>, p: &mut Vec
                 }
             }
         }
-        let mtu = u.mtu.as_ref().and_then(|m| mtu(src, &format!("uplinks[{i}].mtu"), m, p)).or(default_mtu);
+        let mtu = u
+            .mtu
+            .as_ref()
+            .and_then(|m| mtu(src, &format!("uplinks[{i}].mtu"), m, p))
+            .or(default_mtu);
         if let Some(nic) = nic {
             out.push(Uplink {
                 name: name.to_string(),
@@ -414,9 +502,14 @@ fn transit_v4(
         p.push(src.problem(
             format!("uplinks[{i}].ipv4.address"),
             &t.address.span(),
-            format!("found {addr}, expected a /31 or /30: a transit link is point-to-point (got /{})", addr.prefix_len()),
+            format!(
+                "found {addr}, expected a /31 or /30: a transit link is point-to-point (got /{})",
+                addr.prefix_len()
+            ),
         ));
-    } else if addr.prefix_len() == 30 && (addr.addr() == addr.network() || addr.addr() == addr.broadcast()) {
+    } else if addr.prefix_len() == 30
+        && (addr.addr() == addr.network() || addr.addr() == addr.broadcast())
+    {
         p.push(src.problem(
             format!("uplinks[{i}].ipv4.address"),
             &t.address.span(),
@@ -426,13 +519,19 @@ fn transit_v4(
         p.push(src.problem(
             format!("uplinks[{i}].ipv4.peer"),
             &t.peer.span(),
-            format!("found {peer}, expected the ToR's address inside {}", addr.trunc()),
+            format!(
+                "found {peer}, expected the ToR's address inside {}",
+                addr.trunc()
+            ),
         ));
     } else if peer == addr.addr() {
         p.push(src.problem(
             format!("uplinks[{i}].ipv4.peer"),
             &t.peer.span(),
-            format!("found {peer}, which is our own transit address; expected the ToR's address in {}", addr.trunc()),
+            format!(
+                "found {peer}, which is our own transit address; expected the ToR's address in {}",
+                addr.trunc()
+            ),
         ));
     } else if addr.prefix_len() == 30 && (peer == addr.network() || peer == addr.broadcast()) {
         p.push(src.problem(
@@ -441,7 +540,10 @@ fn transit_v4(
             format!("found {peer}, the network or broadcast address of {}; expected the ToR's host address", addr.trunc()),
         ));
     }
-    (p.len() == before).then_some(Transit { address: addr, peer })
+    (p.len() == before).then_some(Transit {
+        address: addr,
+        peer,
+    })
 }
 
 fn transit_v6(
@@ -463,7 +565,10 @@ fn transit_v6(
         p.push(src.problem(
             format!("uplinks[{i}].ipv6.peer"),
             &t.peer.span(),
-            format!("found {peer}, expected the ToR's address inside {}", addr.trunc()),
+            format!(
+                "found {peer}, expected the ToR's address inside {}",
+                addr.trunc()
+            ),
         ));
     } else if peer == addr.addr() {
         p.push(src.problem(
@@ -472,5 +577,8 @@ fn transit_v6(
             format!("found {peer}, which is our own transit address; expected the ToR's address"),
         ));
     }
-    (p.len() == before).then_some(Transit { address: addr, peer })
+    (p.len() == before).then_some(Transit {
+        address: addr,
+        peer,
+    })
 }

@@ -31,7 +31,9 @@ fn pool_modes(e: Encapsulation) -> (&'static str, &'static str) {
 }
 
 fn pool_name(prefix: &str, net: &IpNet) -> String {
-    format!("{prefix}-{}", net.to_string().replace(['.', ':', '/'], "-")).trim_end_matches('-').to_string()
+    format!("{prefix}-{}", net.to_string().replace(['.', ':', '/'], "-"))
+        .trim_end_matches('-')
+        .to_string()
 }
 
 /// Felix ranges that cover its default range minus the host table id.
@@ -85,7 +87,11 @@ pub fn render(d: &Desired) -> Result<String, CalicoError> {
     let pools: Vec<(Option<&str>, IpNet)> = if d.pods.zones.is_empty() {
         d.pods.cidrs.iter().map(|c| (None, *c)).collect()
     } else {
-        d.pods.zones.iter().map(|(z, c)| (Some(z.as_str()), *c)).collect()
+        d.pods
+            .zones
+            .iter()
+            .map(|(z, c)| (Some(z.as_str()), *c))
+            .collect()
     };
     for (zone, cidr) in pools {
         let (name, selector) = match zone {

@@ -32,6 +32,7 @@ pub struct FakeSystem {
     /// `None`: no BIRD answers on the socket.
     pub bird: Option<Vec<BirdProtocol>>,
     pub exported: BTreeMap<String, Vec<IpNet>>,
+    pub reloads: usize,
 }
 
 impl FakeSystem {
@@ -71,10 +72,19 @@ impl System for FakeSystem {
     }
 
     fn load_state(&mut self) -> Result<State, SystemError> {
-        Ok(self.state.clone().unwrap_or_else(State::new))
+        Ok(self.state.clone().unwrap_or_default())
     }
 
-    fn observe(&mut self, links: Vec<ObservedLink>, state: State, q: &Query) -> Result<Observed, SystemError> {
+    fn read_file(&mut self, path: &Path) -> Result<Option<String>, SystemError> {
+        Ok(self.files.get(path).cloned())
+    }
+
+    fn observe(
+        &mut self,
+        links: Vec<ObservedLink>,
+        state: State,
+        q: &Query,
+    ) -> Result<Observed, SystemError> {
         let mut addresses = self.addresses.clone();
         if !self.addr_proto {
             addresses.iter_mut().for_each(|a| a.protocol = None);
@@ -82,11 +92,25 @@ impl System for FakeSystem {
         Ok(Observed {
             links,
             addresses,
-            rules: self.rules.iter().filter(|(_, p)| *p == q.protocol).map(|(r, _)| *r).collect(),
-            sysctls: q.sysctls.iter().map(|k| (k.clone(), self.sysctls.get(k).cloned())).collect(),
-            files: q.files.iter().map(|f| (f.clone(), self.files.get(f).cloned())).collect(),
+            rules: self
+                .rules
+                .iter()
+                .filter(|(_, p)| *p == q.protocol)
+                .map(|(r, _)| *r)
+                .collect(),
+            sysctls: q
+                .sysctls
+                .iter()
+                .map(|k| (k.clone(), self.sysctls.get(k).cloned()))
+                .collect(),
+            files: q
+                .files
+                .iter()
+                .map(|f| (f.clone(), self.files.get(f).cloned()))
+                .collect(),
             state,
             addr_proto_supported: self.addr_proto,
+            bird_running: q.bird_socket.is_some() && self.bird.is_some(),
         })
     }
 
@@ -114,8 +138,14 @@ impl System for FakeSystem {
                 scope,
                 protocol,
             } => {
-                if self.addresses.iter().any(|a| a.index == *index && a.prefix == *prefix) {
-                    return Err(SystemError::Other(format!("{prefix} exists on {ifname} (EEXIST)")));
+                if self
+                    .addresses
+                    .iter()
+                    .any(|a| a.index == *index && a.prefix == *prefix)
+                {
+                    return Err(SystemError::Other(format!(
+                        "{prefix} exists on {ifname} (EEXIST)"
+                    )));
                 }
                 self.addresses.push(ObservedAddress {
                     index: *index,
@@ -126,7 +156,8 @@ impl System for FakeSystem {
                 });
             }
             Op::DelAddress { index, prefix, .. } => {
-                self.addresses.retain(|a| !(a.index == *index && a.prefix == *prefix));
+                self.addresses
+                    .retain(|a| !(a.index == *index && a.prefix == *prefix));
             }
             Op::AddRule { rule, protocol } => self.rules.push((*rule, *protocol)),
             Op::DelRule { rule, protocol } => {
@@ -149,6 +180,15 @@ impl System for FakeSystem {
             Op::RemoveFile { path } => {
                 self.files.remove(path);
             }
+            Op::WriteBirdConfig { path, content } => {
+                self.files.insert(path.clone(), content.clone());
+            }
+            Op::ReloadBird { .. } => {
+                if self.bird.is_none() {
+                    return Err(SystemError::Other("no BIRD to reload".into()));
+                }
+                self.reloads += 1;
+            }
         }
         self.applied.push(op.clone());
         Ok(())
@@ -159,7 +199,11 @@ impl System for FakeSystem {
         Ok(())
     }
 
-    fn default_nexthops(&mut self, table: u32, _family: Family) -> Result<Vec<NextHop>, SystemError> {
+    fn default_nexthops(
+        &mut self,
+        table: u32,
+        _family: Family,
+    ) -> Result<Vec<NextHop>, SystemError> {
         Ok(self.nexthops.get(&table).cloned().unwrap_or_default())
     }
 

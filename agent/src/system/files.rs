@@ -29,11 +29,18 @@ pub fn read(path: &Path) -> Result<Option<String>, SystemError> {
 pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<(), SystemError> {
     let io = |what: &'static str, p: &Path| {
         let p = p.to_path_buf();
-        move |source| SystemError::Io { what, path: p, source }
+        move |source| SystemError::Io {
+            what,
+            path: p,
+            source,
+        }
     };
     let dir = path.parent().unwrap_or(Path::new("/"));
     fs::create_dir_all(dir).map_err(io("creating directory", dir))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.underlay-{}", std::process::id()));
     let result = (|| {
         let mut f = OpenOptions::new()

@@ -26,6 +26,8 @@ pub struct Query {
     pub protocol: u8,
     pub sysctls: BTreeSet<SysctlKey>,
     pub files: BTreeSet<PathBuf>,
+    /// BIRD control socket to probe (logical path).
+    pub bird_socket: Option<PathBuf>,
 }
 
 /// Whether retrying may help; picks the exit code together with the phase.
@@ -56,6 +58,10 @@ pub enum SystemError {
     State { path: PathBuf, message: String },
     #[error("network namespace '{name}': {message}")]
     Netns { name: String, message: String },
+    #[error("BIRD rejected the rendered config (nothing was written; the running BIRD keeps its config): {0}")]
+    BirdRejected(String),
+    #[error("BIRD control socket {}: {message}", socket.display())]
+    BirdControl { socket: PathBuf, message: String },
     #[error("{0}")]
     Other(String),
 }
@@ -64,14 +70,22 @@ impl SystemError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             SystemError::Netlink { source, .. } => match source {
-                rtnetlink::Error::NetlinkError(e) if e.raw_code() == -libc_eperm() => ErrorKind::Transient,
+                rtnetlink::Error::NetlinkError(e) if e.raw_code() == -libc_eperm() => {
+                    ErrorKind::Transient
+                }
                 rtnetlink::Error::NetlinkError(_) => ErrorKind::Refused,
                 _ => ErrorKind::Transient,
             },
-            SystemError::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+            SystemError::Io { source, .. }
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
                 ErrorKind::Transient
             }
-            SystemError::Io { .. } | SystemError::State { .. } | SystemError::Netns { .. } => ErrorKind::Refused,
+            SystemError::Io { .. }
+            | SystemError::State { .. }
+            | SystemError::Netns { .. }
+            | SystemError::BirdRejected(_) => ErrorKind::Refused,
+            SystemError::BirdControl { .. } => ErrorKind::Transient,
             SystemError::Other(_) => ErrorKind::Transient,
         }
     }
@@ -87,15 +101,23 @@ pub trait System {
     /// Every link: NIC matching needs them all, and errors list them.
     fn links(&mut self) -> Result<Vec<ObservedLink>, SystemError>;
     fn load_state(&mut self) -> Result<State, SystemError>;
+    /// A file below --root (logical path); `None` when absent.
+    fn read_file(&mut self, path: &Path) -> Result<Option<String>, SystemError>;
     /// Addresses, our rules, and the queried sysctls and files.
-    fn observe(&mut self, links: Vec<ObservedLink>, state: State, q: &Query) -> Result<Observed, SystemError>;
+    fn observe(
+        &mut self,
+        links: Vec<ObservedLink>,
+        state: State,
+        q: &Query,
+    ) -> Result<Observed, SystemError>;
     fn apply(&mut self, op: &Op) -> Result<(), SystemError>;
     fn save_state(&mut self, state: &State) -> Result<(), SystemError>;
 
     // Reads for readiness gates and diagnostics.
 
     /// Next hops of the default route in `table`.
-    fn default_nexthops(&mut self, table: u32, family: Family) -> Result<Vec<NextHop>, SystemError>;
+    fn default_nexthops(&mut self, table: u32, family: Family)
+        -> Result<Vec<NextHop>, SystemError>;
     /// Protocols of the BIRD behind `socket` (logical path below --root).
     fn bird_protocols(&mut self, socket: &Path) -> Result<Vec<BirdProtocol>, SystemError>;
     /// Prefixes BIRD exports to `protocol`.

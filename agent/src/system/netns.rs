@@ -16,7 +16,9 @@ pub fn enter(name: &str) -> Result<(), SystemError> {
         message,
     };
     if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-        return Err(err("not a namespace name; expected a name as given to `ip netns add`".into()));
+        return Err(err(
+            "not a namespace name; expected a name as given to `ip netns add`".into(),
+        ));
     }
     let path = PathBuf::from(NETNS_DIR).join(name);
     let file = std::fs::File::open(&path).map_err(|e| {
@@ -25,5 +27,9 @@ pub fn enter(name: &str) -> Result<(), SystemError> {
             path.display()
         ))
     })?;
-    setns(file, CloneFlags::CLONE_NEWNET).map_err(|e| err(format!("setns: {e} (underlay needs root, or CAP_SYS_ADMIN, for --netns)")))
+    setns(file, CloneFlags::CLONE_NEWNET).map_err(|e| {
+        err(format!(
+            "setns: {e} (underlay needs root, or CAP_SYS_ADMIN, for --netns)"
+        ))
+    })
 }

@@ -10,7 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
 
-pub const ROLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../profiles/l3-ecmp-calico.toml");
+pub const ROLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../profiles/l3-ecmp-calico.toml"
+);
 
 /// Root is required: say so loudly instead of passing vacuously.
 pub fn require_root() {
@@ -20,7 +23,10 @@ pub fn require_root() {
 }
 
 pub fn run(cmd: &str, args: &[&str]) -> Output {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
     out
 }
 
@@ -58,7 +64,13 @@ impl Lab {
         must("ip", &["netns", "add", &lab.host]);
         must("ip", &["netns", "add", &lab.tor]);
         for (nic, peer) in [("eth0", "tora0"), ("eth1", "torb0")] {
-            must("ip", &["-n", &lab.host, "link", "add", nic, "type", "veth", "peer", "name", peer, "netns", &lab.tor]);
+            must(
+                "ip",
+                &[
+                    "-n", &lab.host, "link", "add", nic, "type", "veth", "peer", "name", peer,
+                    "netns", &lab.tor,
+                ],
+            );
             must("ip", &["-n", &lab.tor, "link", "set", peer, "up"]);
         }
         lab
@@ -86,9 +98,17 @@ impl Lab {
             .output()
             .expect("run underlay");
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let json: Value = serde_json::from_str(&stdout)
-            .unwrap_or_else(|e| panic!("underlay {verb} printed no JSON ({e}): {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr)));
-        (out.status.code().unwrap_or(-1), json, String::from_utf8_lossy(&out.stderr).into_owned())
+        let json: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+            panic!(
+                "underlay {verb} printed no JSON ({e}): {stdout}\nstderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (
+            out.status.code().unwrap_or(-1),
+            json,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     pub fn ip_json(&self, args: &[&str]) -> Value {
@@ -109,7 +129,9 @@ impl Lab {
 
     pub fn sysctl(&self, key: &str) -> String {
         let path = format!("/proc/sys/{}", key.replace('.', "/"));
-        must("ip", &["netns", "exec", &self.host, "cat", &path]).trim().to_string()
+        must("ip", &["netns", "exec", &self.host, "cat", &path])
+            .trim()
+            .to_string()
     }
 
     /// Everything a run could change, for before/after comparisons.

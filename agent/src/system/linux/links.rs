@@ -8,7 +8,10 @@ use crate::observed::ObservedLink;
 use crate::system::SystemError;
 
 fn mac(bytes: &[u8]) -> Option<MacAddr> {
-    <[u8; 6]>::try_from(bytes).ok().filter(|b| b != &[0; 6]).map(MacAddr)
+    <[u8; 6]>::try_from(bytes)
+        .ok()
+        .filter(|b| b != &[0; 6])
+        .map(MacAddr)
 }
 
 fn parse(m: &LinkMessage) -> Option<ObservedLink> {
@@ -39,13 +42,25 @@ fn parse(m: &LinkMessage) -> Option<ObservedLink> {
 }
 
 pub async fn dump(h: &Handle) -> Result<Vec<ObservedLink>, SystemError> {
-    let msgs: Vec<LinkMessage> = h.link().get().execute().try_collect().await.map_err(nl("dumping links"))?;
+    let msgs: Vec<LinkMessage> = h
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl("dumping links"))?;
     let mut links: Vec<ObservedLink> = msgs.iter().filter_map(parse).collect();
     links.sort_by_key(|l| l.index);
     Ok(links)
 }
 
-pub async fn set(h: &Handle, index: u32, ifname: &str, mtu: Option<u32>, up: bool) -> Result<(), SystemError> {
+pub async fn set(
+    h: &Handle,
+    index: u32,
+    ifname: &str,
+    mtu: Option<u32>,
+    up: bool,
+) -> Result<(), SystemError> {
     let mut b = LinkUnspec::new_with_index(index);
     if let Some(m) = mtu {
         b = b.mtu(m);

@@ -3,6 +3,7 @@
 //! runtime keeps async inside this module.
 
 mod addresses;
+mod bird;
 mod links;
 mod routes;
 mod rules;
@@ -87,7 +88,16 @@ impl System for LinuxSystem {
         Ok(state)
     }
 
-    fn observe(&mut self, links: Vec<ObservedLink>, state: State, q: &Query) -> Result<Observed, SystemError> {
+    fn read_file(&mut self, path: &Path) -> Result<Option<String>, SystemError> {
+        files::read(&files::under_root(&self.root, path))
+    }
+
+    fn observe(
+        &mut self,
+        links: Vec<ObservedLink>,
+        state: State,
+        q: &Query,
+    ) -> Result<Observed, SystemError> {
         let names = links.iter().map(|l| (l.index, l.name.clone())).collect();
         let (addresses, rules) = self.rt.block_on(async {
             let a = addresses::dump(&self.handle, &names).await?;
@@ -110,47 +120,85 @@ impl System for LinuxSystem {
             files: file_map,
             state,
             addr_proto_supported: addresses::kernel_has_ifa_proto(),
+            bird_running: match &q.bird_socket {
+                Some(sock) => self
+                    .rt
+                    .block_on(bird::alive(&files::under_root(&self.root, sock))),
+                None => false,
+            },
         })
     }
 
     fn apply(&mut self, op: &Op) -> Result<(), SystemError> {
         let h = &self.handle;
         match op {
-            Op::SetLink { index, ifname, mtu, up } => self.rt.block_on(links::set(h, *index, ifname, *mtu, *up)),
+            Op::SetLink {
+                index,
+                ifname,
+                mtu,
+                up,
+            } => self.rt.block_on(links::set(h, *index, ifname, *mtu, *up)),
             Op::AddAddress {
                 index,
                 ifname,
                 prefix,
                 scope,
                 protocol,
-            } => self.rt.block_on(addresses::add(h, *index, ifname, *prefix, *scope, *protocol)),
-            Op::DelAddress { index, ifname, prefix } => self.rt.block_on(addresses::del(h, *index, ifname, *prefix)),
+            } => self.rt.block_on(addresses::add(
+                h, *index, ifname, *prefix, *scope, *protocol,
+            )),
+            Op::DelAddress {
+                index,
+                ifname,
+                prefix,
+            } => self.rt.block_on(addresses::del(h, *index, ifname, *prefix)),
             Op::AddRule { rule, protocol } => self.rt.block_on(rules::add(h, rule, *protocol)),
             Op::DelRule { rule, protocol } => self.rt.block_on(rules::del(h, rule, *protocol)),
             Op::WriteSysctl { key, value } => sysctl::write(&self.proc_sys, key, value),
-            Op::WriteFile { path, content } => {
-                files::write_atomic(&files::under_root(&self.root, path), content.as_bytes(), 0o644)
-            }
+            Op::WriteFile { path, content } => files::write_atomic(
+                &files::under_root(&self.root, path),
+                content.as_bytes(),
+                0o644,
+            ),
             Op::RemoveFile { path } => files::remove(&files::under_root(&self.root, path)),
+            Op::WriteBirdConfig { path, content } => {
+                self.rt.block_on(bird::check(content))?;
+                files::write_atomic(
+                    &files::under_root(&self.root, path),
+                    content.as_bytes(),
+                    0o640,
+                )
+            }
+            Op::ReloadBird { socket } => self
+                .rt
+                .block_on(bird::reload(&files::under_root(&self.root, socket))),
         }
     }
 
-    fn default_nexthops(&mut self, table: u32, family: Family) -> Result<Vec<NextHop>, SystemError> {
-        self.rt.block_on(routes::default_nexthops(&self.handle, table, family))
+    fn default_nexthops(
+        &mut self,
+        table: u32,
+        family: Family,
+    ) -> Result<Vec<NextHop>, SystemError> {
+        self.rt
+            .block_on(routes::default_nexthops(&self.handle, table, family))
     }
 
     fn bird_protocols(&mut self, socket: &Path) -> Result<Vec<BirdProtocol>, SystemError> {
-        let _ = socket;
-        Err(SystemError::Other("BIRD control client not wired yet".into()))
+        self.rt
+            .block_on(bird::protocols(&files::under_root(&self.root, socket)))
     }
 
     fn bird_exported(&mut self, socket: &Path, protocol: &str) -> Result<Vec<IpNet>, SystemError> {
-        let _ = (socket, protocol);
-        Err(SystemError::Other("BIRD control client not wired yet".into()))
+        self.rt.block_on(bird::exported(
+            &files::under_root(&self.root, socket),
+            protocol,
+        ))
     }
 
     fn save_state(&mut self, state: &State) -> Result<(), SystemError> {
-        let text = serde_json::to_string_pretty(state).map_err(|e| SystemError::Other(e.to_string()))?;
+        let text =
+            serde_json::to_string_pretty(state).map_err(|e| SystemError::Other(e.to_string()))?;
         files::write_atomic(&self.state_file(), format!("{text}\n").as_bytes(), 0o600)
     }
 }

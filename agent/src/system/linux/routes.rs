@@ -5,7 +5,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures_util::TryStreamExt;
-use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteType};
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteType,
+};
 use rtnetlink::{Handle, RouteMessageBuilder};
 
 use super::nl;
@@ -37,10 +39,18 @@ fn table_of(m: &RouteMessage) -> u32 {
 }
 
 /// The next hops of the default route in `table` (empty when there is none).
-pub async fn default_nexthops(h: &Handle, table: u32, family: Family) -> Result<Vec<NextHop>, SystemError> {
+pub async fn default_nexthops(
+    h: &Handle,
+    table: u32,
+    family: Family,
+) -> Result<Vec<NextHop>, SystemError> {
     let mut msg = match family {
-        Family::Ipv4 => RouteMessageBuilder::<Ipv4Addr>::new().table_id(table).build(),
-        Family::Ipv6 => RouteMessageBuilder::<Ipv6Addr>::new().table_id(table).build(),
+        Family::Ipv4 => RouteMessageBuilder::<Ipv4Addr>::new()
+            .table_id(table)
+            .build(),
+        Family::Ipv6 => RouteMessageBuilder::<Ipv6Addr>::new()
+            .table_id(table)
+            .build(),
     };
     // Under strict checking a dump filters on every non-zero header field.
     msg.header.protocol = RouteProtocol::Unspec;
@@ -57,7 +67,10 @@ pub async fn default_nexthops(h: &Handle, table: u32, family: Family) -> Result<
         .await
         .map_err(nl(format!("dumping table {table}")))?;
     let mut hops = Vec::new();
-    for r in routes.iter().filter(|r| r.header.destination_prefix_length == 0 && table_of(r) == table) {
+    for r in routes
+        .iter()
+        .filter(|r| r.header.destination_prefix_length == 0 && table_of(r) == table)
+    {
         let mut single_oif = None;
         let mut single_gw = None;
         for a in &r.attributes {

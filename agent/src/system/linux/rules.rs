@@ -49,7 +49,13 @@ fn parse(m: &RuleMessage, protocol: u8) -> Option<RuleSpec> {
 pub async fn dump(h: &Handle, protocol: u8) -> Result<Vec<RuleSpec>, SystemError> {
     let mut out = Vec::new();
     for v in [IpVersion::V4, IpVersion::V6] {
-        let msgs: Vec<RuleMessage> = h.rule().get(v).execute().try_collect().await.map_err(nl("dumping rules"))?;
+        let msgs: Vec<RuleMessage> = h
+            .rule()
+            .get(v)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl("dumping rules"))?;
         out.extend(msgs.iter().filter_map(|m| parse(m, protocol)));
     }
     out.sort();
@@ -70,9 +76,11 @@ fn message(r: &RuleSpec, protocol: u8) -> RuleMessage {
     }
     m.attributes.push(RuleAttribute::Table(r.table));
     m.attributes.push(RuleAttribute::Priority(r.priority));
-    m.attributes.push(RuleAttribute::Protocol(RouteProtocol::from(protocol)));
+    m.attributes
+        .push(RuleAttribute::Protocol(RouteProtocol::from(protocol)));
     if let Some(s) = r.suppress_prefixlength {
-        m.attributes.push(RuleAttribute::SuppressPrefixLen(u32::from(s)));
+        m.attributes
+            .push(RuleAttribute::SuppressPrefixLen(u32::from(s)));
     }
     m
 }

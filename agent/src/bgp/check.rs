@@ -1,0 +1,318 @@
+//! Checking a rendered config with BIRD's own parser, and swapping it in atomically.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// How long `bird -p` may take; it parses and exits, so this only guards against a hang.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// BIRD rejected a config. `line`/`column` point into the rendered text; `excerpt` shows the
+/// rendered lines around it, numbered, so a person reads BIRD's message against what we wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BirdCheckError {
+    pub line: Option<u32>,
+    pub column: Option<u32>,
+    /// BIRD's message without the `bird: file:line:col` prefix.
+    pub message: String,
+    pub excerpt: String,
+}
+
+impl fmt::Display for BirdCheckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => write!(f, "BIRD rejected the config at line {l}, column {c}: ")?,
+            (Some(l), None) => write!(f, "BIRD rejected the config at line {l}: ")?,
+            _ => write!(f, "BIRD rejected the config: ")?,
+        }
+        f.write_str(&self.message)?;
+        if !self.excerpt.is_empty() {
+            write!(f, "\n{}", self.excerpt)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for BirdCheckError {}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Rejected(#[from] BirdCheckError),
+    #[error("running {bin} -p: {source}")]
+    Run { bin: PathBuf, source: io::Error },
+    #[error("{bin} -p did not finish within {timeout:?}")]
+    Timeout { bin: PathBuf, timeout: Duration },
+    #[error("writing the config to a temporary file {path}: {source}")]
+    TempFile { path: PathBuf, source: io::Error },
+}
+
+/// Runs `bird -p -c <tmp>` on `text`.
+pub async fn parse_check(bird_bin: &Path, text: &str) -> Result<(), CheckError> {
+    let tmp = TempConf::create(text)?;
+    let mut cmd = tokio::process::Command::new(bird_bin);
+    cmd.arg("-p")
+        .arg("-c")
+        .arg(&tmp.path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let run = |source| CheckError::Run {
+        bin: bird_bin.to_path_buf(),
+        source,
+    };
+    let child = cmd.spawn().map_err(run)?;
+    let out = tokio::time::timeout(CHECK_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| CheckError::Timeout {
+            bin: bird_bin.to_path_buf(),
+            timeout: CHECK_TIMEOUT,
+        })?
+        .map_err(run)?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let mut msg = String::from_utf8_lossy(&out.stderr).into_owned();
+    msg.push_str(&String::from_utf8_lossy(&out.stdout));
+    if msg.trim().is_empty() {
+        msg = format!("bird -p exited with {} and printed nothing", out.status);
+    }
+    Err(parse_bird_error(&msg, &tmp.path.to_string_lossy(), text).into())
+}
+
+/// Turns BIRD's complaint into a [`BirdCheckError`]. BIRD 2.0.12 prints one line,
+/// `bird: <file>:<line>:<col> <message>` (from `bird -p`), or `<file>:<line>:<col> <message>`
+/// (the text of a `configure` reply with code 8002); errors without a position look like
+/// `bird: <message>`.
+pub fn parse_bird_error(output: &str, conf_path: &str, text: &str) -> BirdCheckError {
+    let first = output
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    let rest = first.strip_prefix("bird: ").unwrap_or(first);
+    let located = rest
+        .strip_prefix(conf_path)
+        .and_then(|r| r.strip_prefix(':'))
+        .and_then(parse_position);
+    match located {
+        Some((line, column, message)) => BirdCheckError {
+            line: Some(line),
+            column: Some(column),
+            message: message.to_string(),
+            excerpt: excerpt(text, line, Some(column)),
+        },
+        None => BirdCheckError {
+            line: None,
+            column: None,
+            message: rest.to_string(),
+            excerpt: String::new(),
+        },
+    }
+}
+
+/// `12:5 message` -> (12, 5, "message").
+fn parse_position(s: &str) -> Option<(u32, u32, &str)> {
+    let (pos, message) = s.split_once(' ')?;
+    let (line, col) = pos.split_once(':')?;
+    Some((line.parse().ok()?, col.parse().ok()?, message.trim()))
+}
+
+/// The offending line with two lines of context before and one after, numbered, and a caret
+/// under the column BIRD reported (1-based: the start of the token it stopped at).
+pub fn excerpt(text: &str, line: u32, column: Option<u32>) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    if line == 0 || lines.is_empty() {
+        return String::new();
+    }
+    let target = (line as usize).min(lines.len());
+    let first = target.saturating_sub(2).max(1);
+    let last = (target + 1).min(lines.len());
+    let width = last.to_string().len();
+    let mut out = String::new();
+    for n in first..=last {
+        let mark = if n == target { '>' } else { ' ' };
+        out.push_str(&format!("{mark} {n:>width$} | {}\n", lines[n - 1]));
+        if n == target {
+            if let Some(c) = column.filter(|c| *c > 0) {
+                let pad = " ".repeat(c as usize - 1);
+                out.push_str(&format!("  {:>width$} | {pad}^\n", ""));
+            }
+        }
+    }
+    out
+}
+
+/// A private (0600: it may hold BGP passwords) temporary copy of the config, removed on drop.
+struct TempConf {
+    path: PathBuf,
+}
+
+impl TempConf {
+    fn create(text: &str) -> Result<Self, CheckError> {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "underlay-bird-check-{}-{}.conf",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let err = |source| CheckError::TempFile {
+            path: path.clone(),
+            source,
+        };
+        let _ = fs::remove_file(&path);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(err)?;
+        let conf = TempConf { path: path.clone() };
+        f.write_all(text.as_bytes()).map_err(err)?;
+        Ok(conf)
+    }
+}
+
+impl Drop for TempConf {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Writes `text` to `path` only if the content differs: temp file in the same directory,
+/// fsync, rename over, fsync the directory. A new file gets mode 0640 (BIRD reads it after
+/// dropping privileges in Debian's unit; the config may hold passwords); an existing file keeps
+/// its mode and owner. Returns whether the file changed.
+pub fn write_if_changed(path: &Path, text: &str) -> io::Result<bool> {
+    let old = match fs::read(path) {
+        Ok(old) => Some(old),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    if old.as_deref() == Some(text.as_bytes()) {
+        return Ok(false);
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let tmp = dir.join(format!(
+        ".{}.underlay-tmp-{}-{}",
+        name.to_string_lossy(),
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = fs::remove_file(&tmp);
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o640)
+            .open(&tmp)?;
+        if old.is_some() {
+            let meta = fs::metadata(path)?;
+            f.set_permissions(fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+            let new = f.metadata()?;
+            if (new.uid(), new.gid()) != (meta.uid(), meta.gid()) {
+                std::os::unix::fs::fchown(&f, Some(meta.uid()), Some(meta.gid()))?;
+            }
+        }
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map(|()| true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Captured from BIRD 2.0.12 (`bird -p -c <path>`, stderr).
+    const CONF: &str = "router id 10.0.0.1;\nprotocol device {\n}\nprotocol foo {\n}\n";
+
+    #[test]
+    fn parses_syntax_error_with_position() {
+        let e = parse_bird_error(
+            "bird: /tmp/x.conf:4:10 syntax error, unexpected CF_SYM_UNDEFINED\n",
+            "/tmp/x.conf",
+            CONF,
+        );
+        assert_eq!(e.line, Some(4));
+        assert_eq!(e.column, Some(10));
+        assert_eq!(e.message, "syntax error, unexpected CF_SYM_UNDEFINED");
+        assert_eq!(
+            e.excerpt,
+            "  2 | protocol device {\n  3 | }\n> 4 | protocol foo {\n    |          ^\n  5 | }\n"
+        );
+    }
+
+    #[test]
+    fn parses_semantic_error_and_configure_reply_form() {
+        // `configure` reply 8002 carries the same text without the `bird: ` prefix.
+        let e = parse_bird_error(
+            "/etc/bird/bird.conf:4:1 Neighbor must be configured",
+            "/etc/bird/bird.conf",
+            CONF,
+        );
+        assert_eq!((e.line, e.column), (Some(4), Some(1)));
+        assert_eq!(e.message, "Neighbor must be configured");
+        assert!(e.to_string().contains("line 4, column 1"));
+    }
+
+    #[test]
+    fn error_without_position_keeps_message() {
+        let e = parse_bird_error(
+            "bird: Unable to open configuration file /x.conf: No such file or directory\n",
+            "/x.conf",
+            CONF,
+        );
+        assert_eq!(e.line, None);
+        assert_eq!(
+            e.message,
+            "Unable to open configuration file /x.conf: No such file or directory"
+        );
+        assert!(e.excerpt.is_empty());
+    }
+
+    #[test]
+    fn excerpt_clamps_at_edges() {
+        assert_eq!(
+            excerpt("a\nb\n", 1, None),
+            "> 1 | a\n  2 | b\n",
+            "first line, no column"
+        );
+        assert_eq!(excerpt("a\nb\n", 9, None), "  1 | a\n> 2 | b\n");
+        assert_eq!(excerpt("", 1, None), "");
+    }
+
+    #[test]
+    fn write_if_changed_is_idempotent_and_keeps_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bird.conf");
+        assert!(write_if_changed(&path, "a\n").unwrap());
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o640);
+        assert!(!write_if_changed(&path, "a\n").unwrap());
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(write_if_changed(&path, "b\n").unwrap());
+        assert_eq!(fs::read_to_string(&path).unwrap(), "b\n");
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temp file left behind");
+    }
+}

@@ -1,0 +1,717 @@
+//! Client for BIRD 2's control socket (the line protocol birdc speaks).
+//!
+//! Every reply line is `NNNN-text` (more follow), `NNNN text` (last line of the reply), or
+//! ` text` (continuation: same code as the line before). Codes 0xxx are command results,
+//! 1xxx table rows, 2xxx table headers, 8xxx run-time errors, 9xxx parse errors. On connect
+//! BIRD greets with `0001 BIRD 2.0.12 ready.`.
+
+use std::fmt;
+use std::io;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reply codes used below (BIRD's doc/reply_codes).
+const CODE_WELCOME: u16 = 1;
+const CODE_PROTOCOL_ROW: u16 = 1002;
+const CODE_ROUTE_ROW: u16 = 1007;
+const CODE_BFD_ROW: u16 = 1020;
+const CODE_NO_PROTOCOLS_MATCH: u16 = 8003;
+const CODE_PARSE_ERROR: u16 = 9001;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("connecting to BIRD control socket {path}: {source}")]
+    Connect { path: PathBuf, source: io::Error },
+    #[error("BIRD control socket: {0}")]
+    Io(#[from] io::Error),
+    #[error("BIRD control socket: no answer to {what} within {timeout:?}")]
+    Timeout { what: String, timeout: Duration },
+    #[error("BIRD control socket: unexpected reply line {0:?}")]
+    Protocol(String),
+    #[error("BIRD control socket closed while waiting for the reply to {0}")]
+    Closed(String),
+    #[error("BIRD refused {command:?}: {code:04} {text}")]
+    Bird {
+        command: String,
+        code: u16,
+        text: String,
+    },
+    #[error("BIRD has no protocol named {0}")]
+    NoSuchProtocol(String),
+    #[error("not a BIRD command or symbol: {0:?}")]
+    InvalidArgument(String),
+}
+
+impl ControlError {
+    /// A `configure` that BIRD rejected because the config file does not parse (code 8002).
+    pub fn is_config_error(&self) -> bool {
+        matches!(self, ControlError::Bird { code: 8002, .. })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Reply {
+    /// Every line with its code; continuation lines carry the code of the line before.
+    pub lines: Vec<(u16, String)>,
+}
+
+impl Reply {
+    /// The texts of the lines with `code`.
+    pub fn texts(&self, code: u16) -> impl Iterator<Item = &str> {
+        self.lines
+            .iter()
+            .filter(move |(c, _)| *c == code)
+            .map(|(_, t)| t.as_str())
+    }
+
+    /// Code of the last line (the one that closed the reply).
+    pub fn final_code(&self) -> Option<u16> {
+        self.lines.last().map(|(c, _)| *c)
+    }
+}
+
+/// One line of a reply as read from the socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyLine {
+    /// `NNNN-text` or `NNNN text`.
+    Coded { code: u16, text: String, last: bool },
+    /// ` text`.
+    Continuation(String),
+}
+
+/// Parses one line (without its newline).
+pub fn parse_reply_line(line: &str) -> Result<ReplyLine, ControlError> {
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    if let Some(rest) = line.strip_prefix(' ') {
+        return Ok(ReplyLine::Continuation(rest.to_string()));
+    }
+    let bytes = line.as_bytes();
+    if bytes.len() < 5 || !bytes[..4].iter().all(u8::is_ascii_digit) {
+        return Err(ControlError::Protocol(line.to_string()));
+    }
+    let last = match bytes[4] {
+        b' ' => true,
+        b'-' => false,
+        _ => return Err(ControlError::Protocol(line.to_string())),
+    };
+    Ok(ReplyLine::Coded {
+        code: line[..4].parse().expect("four ASCII digits"),
+        text: line[5..].to_string(),
+        last,
+    })
+}
+
+/// Collects parsed lines into a [`Reply`]; `push` returns true once the reply is complete.
+#[derive(Debug, Default)]
+pub struct ReplyBuilder {
+    reply: Reply,
+    code: Option<u16>,
+}
+
+impl ReplyBuilder {
+    pub fn push(&mut self, line: ReplyLine) -> Result<bool, ControlError> {
+        match line {
+            ReplyLine::Continuation(text) => {
+                let code = self
+                    .code
+                    .ok_or_else(|| ControlError::Protocol(format!(" {text}")))?;
+                self.reply.lines.push((code, text));
+                Ok(false)
+            }
+            ReplyLine::Coded { code, text, last } => {
+                self.code = Some(code);
+                self.reply.lines.push((code, text));
+                Ok(last)
+            }
+        }
+    }
+
+    pub fn finish(self) -> Reply {
+        self.reply
+    }
+}
+
+/// Parses a whole captured reply (for tests and tools).
+pub fn parse_reply(text: &str) -> Result<Reply, ControlError> {
+    let mut b = ReplyBuilder::default();
+    for line in text.lines() {
+        if b.push(parse_reply_line(line)?)? {
+            break;
+        }
+    }
+    Ok(b.finish())
+}
+
+/// One row of `show protocols`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolStatus {
+    pub name: String,
+    /// `BGP`, `Kernel`, `Device`, `Direct`, `Static`, `BFD`, ...
+    pub proto: String,
+    /// `---` when the protocol has several channels or none.
+    pub table: String,
+    /// `up`, `down`, `start`, `stop`, `flush`.
+    pub state: String,
+    pub since: String,
+    /// For BGP: the BGP state, then optional detail (`Active  Socket: Connection refused`).
+    pub info: String,
+}
+
+impl ProtocolStatus {
+    /// BGP state of a BGP protocol; `None` for other protocols.
+    pub fn bgp_state(&self) -> Option<BgpState> {
+        (self.proto == "BGP").then(|| BgpState::from_info(&self.state, &self.info))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BgpState {
+    /// Protocol down (disabled or shut down): BIRD prints no BGP state.
+    Down,
+    Idle,
+    Connect,
+    Active,
+    OpenSent,
+    OpenConfirm,
+    Established,
+    Close,
+    Other(String),
+}
+
+impl BgpState {
+    fn from_info(state: &str, info: &str) -> BgpState {
+        match info.split_whitespace().next() {
+            None if state == "down" => BgpState::Down,
+            None => BgpState::Other(String::new()),
+            Some(w) => w.parse().unwrap_or_else(|_| BgpState::Other(w.to_string())),
+        }
+    }
+}
+
+impl FromStr for BgpState {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Ok(match s {
+            "Idle" => BgpState::Idle,
+            "Connect" => BgpState::Connect,
+            "Active" => BgpState::Active,
+            "OpenSent" => BgpState::OpenSent,
+            "OpenConfirm" => BgpState::OpenConfirm,
+            "Established" => BgpState::Established,
+            "Close" => BgpState::Close,
+            _ => return Err(()),
+        })
+    }
+}
+
+impl fmt::Display for BgpState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BgpState::Other(s) => f.write_str(s),
+            other => write!(f, "{other:?}"),
+        }
+    }
+}
+
+/// What `configure` did. Errors (a config that does not parse: code 8002) are `Err`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigureOutcome {
+    /// 0003: applied.
+    Reconfigured,
+    /// 0004: accepted; protocols are restarting or flushing (e.g. changed BGP timers).
+    InProgress,
+    /// 0005/0017: another reconfiguration is running; this one is queued.
+    Queued,
+    /// 0006: BIRD is shutting down and ignored it.
+    ShuttingDown,
+    /// 0019.
+    NothingToDo,
+    Other {
+        code: u16,
+        text: String,
+    },
+}
+
+impl ConfigureOutcome {
+    fn from_reply(reply: &Reply) -> ConfigureOutcome {
+        let (code, text) = reply.lines.last().cloned().unwrap_or_default();
+        match code {
+            3 => ConfigureOutcome::Reconfigured,
+            4 => ConfigureOutcome::InProgress,
+            5 | 17 => ConfigureOutcome::Queued,
+            6 => ConfigureOutcome::ShuttingDown,
+            19 => ConfigureOutcome::NothingToDo,
+            _ => ConfigureOutcome::Other { code, text },
+        }
+    }
+}
+
+/// Parses the 1002 rows of a `show protocols` reply.
+pub fn parse_protocols(reply: &Reply) -> Vec<ProtocolStatus> {
+    reply
+        .texts(CODE_PROTOCOL_ROW)
+        .filter_map(parse_protocol_row)
+        .collect()
+}
+
+fn parse_protocol_row(row: &str) -> Option<ProtocolStatus> {
+    let mut words = row.split_whitespace();
+    let name = words.next()?.to_string();
+    let proto = words.next()?.to_string();
+    let table = words.next()?.to_string();
+    let state = words.next()?.to_string();
+    let mut since = words.next().unwrap_or("").to_string();
+    // `timeformat protocol iso long` prints `YYYY-MM-DD HH:MM:SS`: two words.
+    let mut rest: Vec<&str> = words.collect();
+    if is_date(&since) && rest.first().is_some_and(|w| is_time(w)) {
+        since = format!("{since} {}", rest.remove(0));
+    }
+    Some(ProtocolStatus {
+        name,
+        proto,
+        table,
+        state,
+        since,
+        info: rest.join(" "),
+    })
+}
+
+fn is_date(s: &str) -> bool {
+    s.len() == 10 && s.as_bytes()[4] == b'-' && s.as_bytes()[7] == b'-'
+}
+
+fn is_time(s: &str) -> bool {
+    s.len() >= 8 && s.as_bytes()[2] == b':' && s.as_bytes()[5] == b':'
+}
+
+/// Prefixes of the route rows in a `show route` reply (each network once, in reply order).
+pub fn parse_route_prefixes(reply: &Reply) -> Vec<IpNet> {
+    let mut out: Vec<IpNet> = Vec::new();
+    for text in reply.texts(CODE_ROUTE_ROW) {
+        // Rows start at column 0 with the network; alternative routes and next hops are
+        // indented; `Table x:` headers do not parse as a prefix.
+        if text.starts_with(char::is_whitespace) {
+            continue;
+        }
+        if let Some(net) = text
+            .split_whitespace()
+            .next()
+            .and_then(|w| w.parse::<IpNet>().ok())
+        {
+            if !out.contains(&net) {
+                out.push(net);
+            }
+        }
+    }
+    out
+}
+
+/// One row of `show bfd sessions`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BfdSession {
+    /// BFD protocol instance the session belongs to.
+    pub protocol: String,
+    pub address: IpAddr,
+    pub interface: String,
+    /// `Up`, `Down`, `Init`, `AdminDown`.
+    pub state: String,
+    pub since: String,
+}
+
+/// Parses the 1020 rows of a `show bfd sessions` reply: a `name:` line per BFD protocol, a
+/// header, then `address interface state since interval timeout` rows.
+pub fn parse_bfd_sessions(reply: &Reply) -> Vec<BfdSession> {
+    let mut out = Vec::new();
+    let mut protocol = String::new();
+    for text in reply.texts(CODE_BFD_ROW) {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        if let [name] = words.as_slice() {
+            if let Some(name) = name.strip_suffix(':') {
+                protocol = name.to_string();
+            }
+            continue;
+        }
+        let Some(address) = words.first().and_then(|w| w.parse::<IpAddr>().ok()) else {
+            continue;
+        };
+        if words.len() < 4 {
+            continue;
+        }
+        out.push(BfdSession {
+            protocol: protocol.clone(),
+            address,
+            interface: words[1].to_string(),
+            state: words[2].to_string(),
+            since: words[3].to_string(),
+        });
+    }
+    out
+}
+
+/// A protocol or table name we are about to splice into a command.
+fn check_symbol(s: &str) -> Result<(), ControlError> {
+    let ok = s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ControlError::InvalidArgument(s.to_string()))
+    }
+}
+
+pub struct BirdClient {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    timeout: Duration,
+    /// Greeting text, e.g. `BIRD 2.0.12 ready.`.
+    pub greeting: String,
+}
+
+impl BirdClient {
+    /// Connects and reads the greeting, each within [`DEFAULT_TIMEOUT`].
+    pub async fn connect(path: &Path) -> Result<Self, ControlError> {
+        Self::connect_with_timeout(path, DEFAULT_TIMEOUT).await
+    }
+
+    pub async fn connect_with_timeout(
+        path: &Path,
+        timeout: Duration,
+    ) -> Result<Self, ControlError> {
+        let connect = |source| ControlError::Connect {
+            path: path.to_path_buf(),
+            source,
+        };
+        let stream = tokio::time::timeout(timeout, UnixStream::connect(path))
+            .await
+            .map_err(|_| connect(io::Error::new(io::ErrorKind::TimedOut, "timed out")))?
+            .map_err(connect)?;
+        let (r, w) = stream.into_split();
+        let mut client = BirdClient {
+            reader: BufReader::new(r),
+            writer: w,
+            timeout,
+            greeting: String::new(),
+        };
+        let hello = client.read_reply("the greeting").await?;
+        match hello.lines.first() {
+            Some((CODE_WELCOME, text)) => client.greeting = text.clone(),
+            _ => return Err(ControlError::Protocol(format!("{:?}", hello.lines))),
+        }
+        Ok(client)
+    }
+
+    /// Sends one command and reads its reply. A reply containing a code >= 8000 is an error
+    /// carrying BIRD's text.
+    pub async fn command(&mut self, cmd: &str) -> Result<Reply, ControlError> {
+        if cmd.contains(['\n', '\r']) || cmd.trim().is_empty() {
+            return Err(ControlError::InvalidArgument(cmd.to_string()));
+        }
+        let line = format!("{cmd}\n");
+        tokio::time::timeout(self.timeout, self.writer.write_all(line.as_bytes()))
+            .await
+            .map_err(|_| ControlError::Timeout {
+                what: cmd.to_string(),
+                timeout: self.timeout,
+            })??;
+        let reply = self.read_reply(cmd).await?;
+        if let Some((code, text)) = reply.lines.iter().find(|(c, _)| *c >= 8000) {
+            return Err(ControlError::Bird {
+                command: cmd.to_string(),
+                code: *code,
+                text: text.clone(),
+            });
+        }
+        Ok(reply)
+    }
+
+    async fn read_reply(&mut self, what: &str) -> Result<Reply, ControlError> {
+        let timeout = self.timeout;
+        let read = async {
+            let mut b = ReplyBuilder::default();
+            let mut buf = String::new();
+            loop {
+                buf.clear();
+                if self.reader.read_line(&mut buf).await? == 0 {
+                    return Err(ControlError::Closed(what.to_string()));
+                }
+                let line = buf.strip_suffix('\n').unwrap_or(&buf);
+                if b.push(parse_reply_line(line)?)? {
+                    return Ok(b.finish());
+                }
+            }
+        };
+        tokio::time::timeout(timeout, read)
+            .await
+            .map_err(|_| ControlError::Timeout {
+                what: what.to_string(),
+                timeout,
+            })?
+    }
+
+    pub async fn show_protocols(&mut self) -> Result<Vec<ProtocolStatus>, ControlError> {
+        Ok(parse_protocols(&self.command("show protocols").await?))
+    }
+
+    /// Status of one protocol, [`ControlError::NoSuchProtocol`] if BIRD has none by that name.
+    pub async fn protocol(&mut self, name: &str) -> Result<ProtocolStatus, ControlError> {
+        check_symbol(name)?;
+        // The quoted form is a pattern: an unknown name gives 8003 instead of a parse error.
+        let reply = self
+            .command(&format!("show protocols \"{name}\""))
+            .await
+            .map_err(|e| no_such_protocol(e, name))?;
+        parse_protocols(&reply)
+            .into_iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| ControlError::NoSuchProtocol(name.to_string()))
+    }
+
+    /// BGP state of one BGP protocol.
+    pub async fn bgp_state(&mut self, protocol: &str) -> Result<BgpState, ControlError> {
+        let p = self.protocol(protocol).await?;
+        p.bgp_state()
+            .ok_or_else(|| ControlError::InvalidArgument(format!("{protocol} is a {}", p.proto)))
+    }
+
+    /// Re-reads the config file BIRD was started with (`configure`).
+    pub async fn configure(&mut self) -> Result<ConfigureOutcome, ControlError> {
+        Ok(ConfigureOutcome::from_reply(
+            &self.command("configure").await?,
+        ))
+    }
+
+    /// Asks the running BIRD to parse its config file without applying it (`configure check`,
+    /// reply 0020). A file that does not parse is `Err` with code 8002.
+    pub async fn configure_check(&mut self) -> Result<(), ControlError> {
+        let reply = self.command("configure check").await?;
+        match reply.final_code() {
+            Some(20) => Ok(()),
+            _ => Err(ControlError::Protocol(format!("{:?}", reply.lines))),
+        }
+    }
+
+    /// Networks that pass the export filter of `protocol` (`show route export <p>`, which works
+    /// on BIRD 2.0.12 as does `exported`).
+    pub async fn exported_prefixes(&mut self, protocol: &str) -> Result<Vec<IpNet>, ControlError> {
+        self.protocol_routes("export", protocol).await
+    }
+
+    /// Networks imported by `protocol` (`show route protocol <p>`), e.g. what a peer sent.
+    pub async fn imported_prefixes(&mut self, protocol: &str) -> Result<Vec<IpNet>, ControlError> {
+        self.protocol_routes("protocol", protocol).await
+    }
+
+    /// BFD sessions of every BFD protocol (`show bfd sessions`).
+    pub async fn bfd_sessions(&mut self) -> Result<Vec<BfdSession>, ControlError> {
+        Ok(parse_bfd_sessions(
+            &self.command("show bfd sessions").await?,
+        ))
+    }
+
+    async fn protocol_routes(
+        &mut self,
+        keyword: &str,
+        protocol: &str,
+    ) -> Result<Vec<IpNet>, ControlError> {
+        check_symbol(protocol)?;
+        let reply = self
+            .command(&format!("show route {keyword} {protocol}"))
+            .await
+            .map_err(|e| no_such_protocol(e, protocol))?;
+        Ok(parse_route_prefixes(&reply))
+    }
+}
+
+fn no_such_protocol(e: ControlError, name: &str) -> ControlError {
+    match e {
+        ControlError::Bird { code, ref text, .. }
+            if code == CODE_NO_PROTOCOLS_MATCH
+                || (code == CODE_PARSE_ERROR && text.contains("CF_SYM_UNDEFINED")) =>
+        {
+            ControlError::NoSuchProtocol(name.to_string())
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Replies captured from BIRD 2.0.12 on its control socket (raw, not through birdc).
+    const SHOW_PROTOCOLS: &str = "\
+2002-Name       Proto      Table      State  Since         Info
+1002-device1    Device     ---        up     16:12:51.247  
+ lo4        Direct     ---        up     16:12:51.247  
+ kernel4    Kernel     underlay_host4 up     16:12:51.247  
+ bfd1       BFD        ---        up     16:12:51.247  
+ tor_a      BGP        ---        up     16:12:52.168  Established   
+ tor_b      BGP        ---        flush  16:13:06.878  
+ calico_nh4 Static     calico_igp4 up     16:12:51.247  
+ calico4    BGP        ---        start  16:12:51.247  Active        Socket: Connection refused
+0000 
+";
+
+    const SHOW_ROUTE_TABLE: &str = "\
+1007-Table underlay_host4:
+ 0.0.0.0/0            unicast [tor_a 16:12:52.214] * (100) [AS65001i]
+ \tvia 10.0.0.0 on up-a
+                      unicast [tor_b 16:12:52.168] (100) [AS65002i]
+ \tvia 10.0.0.2 on up-b
+ 10.9.0.1/32          unicast [lo4 16:12:51.252] * (240)
+ \tdev lo
+0000 
+";
+
+    const CONFIGURE_OK: &str = "0002-Reading configuration from host.conf\n0003 Reconfigured\n";
+    const CONFIGURE_RESTART: &str =
+        "0002-Reading configuration from host.conf\n0004 Reconfiguration in progress\n";
+    const CONFIGURE_BAD: &str = "0002-Reading configuration from host.conf\n8002 host.conf:108:1 syntax error, unexpected GARBAGE\n";
+
+    #[test]
+    fn parses_line_kinds() {
+        assert_eq!(
+            parse_reply_line("0001 BIRD 2.0.12 ready.").unwrap(),
+            ReplyLine::Coded {
+                code: 1,
+                text: "BIRD 2.0.12 ready.".into(),
+                last: true
+            }
+        );
+        assert_eq!(
+            parse_reply_line("1002-device1    Device").unwrap(),
+            ReplyLine::Coded {
+                code: 1002,
+                text: "device1    Device".into(),
+                last: false
+            }
+        );
+        assert_eq!(
+            parse_reply_line(" \tvia 10.0.0.0 on up-a").unwrap(),
+            ReplyLine::Continuation("\tvia 10.0.0.0 on up-a".into())
+        );
+        assert!(parse_reply_line("BIRD").is_err());
+        assert!(parse_reply_line("12ab text").is_err());
+    }
+
+    #[test]
+    fn continuation_takes_previous_code() {
+        let r = parse_reply(SHOW_PROTOCOLS).unwrap();
+        assert_eq!(r.final_code(), Some(0));
+        assert_eq!(r.texts(1002).count(), 8);
+        assert_eq!(r.texts(2002).count(), 1);
+    }
+
+    #[test]
+    fn parses_show_protocols() {
+        let ps = parse_protocols(&parse_reply(SHOW_PROTOCOLS).unwrap());
+        assert_eq!(ps.len(), 8);
+        assert_eq!(
+            ps[2],
+            ProtocolStatus {
+                name: "kernel4".into(),
+                proto: "Kernel".into(),
+                table: "underlay_host4".into(),
+                state: "up".into(),
+                since: "16:12:51.247".into(),
+                info: String::new(),
+            }
+        );
+        assert_eq!(ps[4].bgp_state(), Some(BgpState::Established));
+        assert_eq!(ps[5].bgp_state(), Some(BgpState::Other(String::new())));
+        assert_eq!(ps[7].bgp_state(), Some(BgpState::Active));
+        assert_eq!(ps[7].info, "Active Socket: Connection refused");
+        assert_eq!(ps[0].bgp_state(), None);
+    }
+
+    #[test]
+    fn parses_iso_long_since() {
+        let p = parse_protocol_row("tor_a      BGP        ---        down   2026-11-25 10:00:00  ")
+            .unwrap();
+        assert_eq!(p.since, "2026-11-25 10:00:00");
+        assert_eq!(p.bgp_state(), Some(BgpState::Down));
+    }
+
+    #[test]
+    fn parses_route_prefixes() {
+        let r = parse_reply(SHOW_ROUTE_TABLE).unwrap();
+        let nets = parse_route_prefixes(&r);
+        assert_eq!(
+            nets,
+            vec![
+                "0.0.0.0/0".parse::<IpNet>().unwrap(),
+                "10.9.0.1/32".parse().unwrap()
+            ]
+        );
+        let v6 = parse_reply(
+            "1007-Table underlay_host6:\n 2001:db8::1/128      unicast [direct_lo 16:12:51.252] * (240)\n \tdev lo\n0000 \n",
+        )
+        .unwrap();
+        assert_eq!(
+            parse_route_prefixes(&v6),
+            vec!["2001:db8::1/128".parse::<IpNet>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn parses_bfd_sessions() {
+        let r = parse_reply(
+            "1020-bfd1:\n IP address                Interface  State      Since         Interval  Timeout\n fe80::3                   dn-b       Up         16:24:06.374    0.100    0.300\n 10.0.0.3                  dn-b       Init       16:24:06.374    1.000    0.000\n0000 \n",
+        )
+        .unwrap();
+        let s = parse_bfd_sessions(&r);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].protocol, "bfd1");
+        assert_eq!(s[0].address, "fe80::3".parse::<IpAddr>().unwrap());
+        assert_eq!(s[0].interface, "dn-b");
+        assert_eq!(s[0].state, "Up");
+        assert_eq!(s[1].state, "Init");
+    }
+
+    #[test]
+    fn configure_outcomes() {
+        let ok = parse_reply(CONFIGURE_OK).unwrap();
+        assert_eq!(
+            ConfigureOutcome::from_reply(&ok),
+            ConfigureOutcome::Reconfigured
+        );
+        let restart = parse_reply(CONFIGURE_RESTART).unwrap();
+        assert_eq!(
+            ConfigureOutcome::from_reply(&restart),
+            ConfigureOutcome::InProgress
+        );
+        let bad = parse_reply(CONFIGURE_BAD).unwrap();
+        assert_eq!(bad.final_code(), Some(8002));
+    }
+
+    #[test]
+    fn rejects_symbols_that_would_inject() {
+        assert!(check_symbol("tor_a").is_ok());
+        assert!(check_symbol("tor_a\nshutdown").is_err());
+        assert!(check_symbol("tor a").is_err());
+        assert!(check_symbol("1tor").is_err());
+    }
+
+    #[test]
+    fn maps_unknown_protocol_errors() {
+        let e = ControlError::Bird {
+            command: "show route export x".into(),
+            code: 9001,
+            text: "syntax error, unexpected CF_SYM_UNDEFINED, expecting CF_SYM_KNOWN or TABLE"
+                .into(),
+        };
+        assert!(matches!(
+            no_such_protocol(e, "x"),
+            ControlError::NoSuchProtocol(_)
+        ));
+    }
+}

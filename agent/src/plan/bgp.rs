@@ -1,0 +1,50 @@
+//! The host BIRD's config: written (after BIRD's own parser accepts it) only
+//! when the rendered text differs, and reloaded only then. Its content may
+//! hold BGP passwords, so plans show line counts and a hash, never the text.
+
+use sha2::{Digest, Sha256};
+
+use super::{Action, Item, Kind, Op, Target};
+use crate::observed::Observed;
+
+pub fn summary(content: &str) -> String {
+    let hash = Sha256::digest(content.as_bytes());
+    let hex: String = hash.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    format!("{} lines, sha256 {hex}", content.lines().count())
+}
+
+pub fn plan_bgp(t: &Target, o: &Observed) -> Vec<Item> {
+    let Some(b) = &t.bird else {
+        return Vec::new();
+    };
+    let id = format!("bird config {}", b.config_path.display());
+    let cur = o.files.get(&b.config_path).cloned().flatten();
+    if cur.as_deref() == Some(b.content.as_str()) {
+        return vec![Item::ok(Kind::Bgp, id, summary(&b.content))];
+    }
+    let mut ops = vec![Op::WriteBirdConfig {
+        path: b.config_path.clone(),
+        content: b.content.clone(),
+    }];
+    let mut after = summary(&b.content);
+    if o.bird_running {
+        ops.push(Op::ReloadBird {
+            socket: b.socket.clone(),
+        });
+        after.push_str(", reload");
+    } else {
+        after.push_str(", BIRD not running: read at its start");
+    }
+    vec![Item {
+        kind: Kind::Bgp,
+        id,
+        action: if cur.is_some() {
+            Action::Update
+        } else {
+            Action::Create
+        },
+        before: cur.as_deref().map(summary),
+        after: Some(after),
+        ops,
+    }]
+}
