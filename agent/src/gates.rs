@@ -21,7 +21,9 @@ pub struct Spec {
     pub host_table: u32,
     pub min_paths: u32,
     pub service: Vec<IpNet>,
-    pub socket: PathBuf,
+    /// The host BIRD's control socket; `None` when the profile has no [bgp]
+    /// (then only the uplinks gate applies).
+    pub socket: Option<PathBuf>,
     pub timeout: Duration,
 }
 
@@ -81,6 +83,9 @@ pub fn evaluate(spec: &Spec, r: &Readings) -> Vec<Gate> {
             .join(", "),
     });
 
+    if spec.socket.is_none() {
+        return gates;
+    }
     let (bgp_ok, bgp_evidence) = match &r.protocols {
         Err(e) => (false, format!("BIRD not answering: {e}")),
         Ok(protos) => {
@@ -175,15 +180,20 @@ pub fn family_of_protocol(name: &str) -> Family {
 
 pub fn read(sys: &mut dyn System, spec: &Spec) -> Result<Readings, SystemError> {
     let links = sys.links()?;
+    let Some(socket) = &spec.socket else {
+        return Ok(Readings {
+            links,
+            nexthops: Vec::new(),
+            protocols: Ok(Vec::new()),
+            exported: Vec::new(),
+        });
+    };
     let nexthops = sys.default_nexthops(spec.host_table, Family::Ipv4)?;
-    let protocols = sys.bird_protocols(&spec.socket).map_err(|e| e.to_string());
+    let protocols = sys.bird_protocols(socket).map_err(|e| e.to_string());
     let mut exported = Vec::new();
     if protocols.is_ok() {
         for p in spec.uplinks.iter().flat_map(|u| u.protocols.iter()) {
-            exported.push((
-                p.clone(),
-                sys.bird_exported(&spec.socket, p).unwrap_or_default(),
-            ));
+            exported.push((p.clone(), sys.bird_exported(socket, p).unwrap_or_default()));
         }
     }
     Ok(Readings {
@@ -192,6 +202,40 @@ pub fn read(sys: &mut dyn System, spec: &Spec) -> Result<Readings, SystemError> 
         protocols,
         exported,
     })
+}
+
+/// The gates for a resolved target.
+pub fn spec(
+    d: &crate::desired::Desired,
+    t: &crate::plan::Target,
+    timeout: Option<Duration>,
+) -> Spec {
+    let uplinks = t
+        .links
+        .iter()
+        .skip(1) // lo
+        .map(|l| GateUplink {
+            name: l.role.clone(),
+            index: l.index,
+            ifname: l.ifname.clone(),
+            protocols: t
+                .bird
+                .as_ref()
+                .and_then(|b| b.sessions.iter().find(|(u, _)| u == &l.role))
+                .map(|(_, p)| p.clone())
+                .unwrap_or_default(),
+        })
+        .collect();
+    let bgp = d.bgp.as_ref();
+    Spec {
+        uplinks,
+        host_table: bgp.map_or(0, |b| b.host_table.id.get()),
+        min_paths: bgp.map_or(0, |b| b.min_paths),
+        service: d.service_addresses(),
+        socket: t.bird.as_ref().map(|b| b.socket.clone()),
+        timeout: timeout
+            .unwrap_or_else(|| Duration::from_secs(u64::from(bgp.map_or(60, |b| b.timeout_s)))),
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -223,5 +267,136 @@ pub fn wait(
             });
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observed::ObservedLink;
+
+    fn spec() -> Spec {
+        Spec {
+            uplinks: vec![
+                GateUplink {
+                    name: "tor-a".into(),
+                    index: 2,
+                    ifname: "eth0".into(),
+                    protocols: vec!["tor_a".into()],
+                },
+                GateUplink {
+                    name: "tor-b".into(),
+                    index: 3,
+                    ifname: "eth1".into(),
+                    protocols: vec!["tor_b".into()],
+                },
+            ],
+            host_table: 1001,
+            min_paths: 2,
+            service: vec!["10.10.0.11/32".parse().unwrap()],
+            socket: Some("/run/bird/bird.ctl".into()),
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn link(index: u32, name: &str, up: bool) -> ObservedLink {
+        ObservedLink {
+            index,
+            name: name.into(),
+            mac: None,
+            perm_mac: None,
+            mtu: 9000,
+            up: true,
+            oper_up: up,
+        }
+    }
+
+    fn proto(name: &str, info: &str) -> BirdProtocol {
+        BirdProtocol {
+            name: name.into(),
+            proto: "BGP".into(),
+            state: "up".into(),
+            info: info.into(),
+        }
+    }
+
+    fn healthy() -> Readings {
+        let svc: IpNet = "10.10.0.11/32".parse().unwrap();
+        Readings {
+            links: vec![link(2, "eth0", true), link(3, "eth1", true)],
+            nexthops: vec![
+                NextHop {
+                    gateway: Some("172.30.0.0".parse().unwrap()),
+                    oif: 2,
+                },
+                NextHop {
+                    gateway: Some("172.30.1.0".parse().unwrap()),
+                    oif: 3,
+                },
+            ],
+            protocols: Ok(vec![
+                proto("tor_a", "Established"),
+                proto("tor_b", "Established"),
+            ]),
+            exported: vec![("tor_a".into(), vec![svc]), ("tor_b".into(), vec![svc])],
+        }
+    }
+
+    fn failed(gates: &[Gate]) -> Vec<&'static str> {
+        gates.iter().filter(|g| !g.passed).map(|g| g.name).collect()
+    }
+
+    #[test]
+    fn healthy_host_passes_every_gate() {
+        let g = evaluate(&spec(), &healthy());
+        assert_eq!(g.len(), 4);
+        assert!(failed(&g).is_empty(), "{g:#?}");
+        assert!(
+            g[2].evidence
+                .contains("via 172.30.0.0 (eth0), 172.30.1.0 (eth1)"),
+            "{}",
+            g[2].evidence
+        );
+    }
+
+    #[test]
+    fn each_gate_fails_on_its_own_evidence() {
+        let mut r = healthy();
+        r.links[1].oper_up = false;
+        assert_eq!(failed(&evaluate(&spec(), &r)), [UPLINKS_UP]);
+
+        let mut r = healthy();
+        r.protocols = Ok(vec![
+            proto("tor_a", "Established"),
+            proto("tor_b", "Active   Socket: Connection refused"),
+        ]);
+        let g = evaluate(&spec(), &r);
+        assert_eq!(failed(&g), [BGP_ESTABLISHED]);
+        assert!(g[1].evidence.contains("tor_b Active"));
+
+        let mut r = healthy();
+        r.nexthops.pop();
+        let g = evaluate(&spec(), &r);
+        assert_eq!(failed(&g), [ECMP_PATHS]);
+        assert!(g[2].evidence.contains("1 next hop (want 2)"));
+
+        let mut r = healthy();
+        r.exported[1].1.clear();
+        let g = evaluate(&spec(), &r);
+        assert_eq!(failed(&g), [SERVICE_EXPORTED]);
+        assert!(g[3].evidence.contains("tor_b: 10.10.0.11/32 not exported"));
+
+        let mut r = healthy();
+        r.protocols = Err("connection refused".into());
+        let g = evaluate(&spec(), &r);
+        assert_eq!(failed(&g), [BGP_ESTABLISHED, SERVICE_EXPORTED]);
+        assert!(g[1].evidence.contains("BIRD not answering"));
+    }
+
+    #[test]
+    fn without_bgp_only_the_uplinks_gate_applies() {
+        let mut s = spec();
+        s.socket = None;
+        assert_eq!(evaluate(&s, &healthy()).len(), 1);
     }
 }

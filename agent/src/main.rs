@@ -1,14 +1,17 @@
 //! The `underlay` command line. Parses flags, enters `--netns`, loads the
 //! profile, runs the engine, prints the report, picks the exit code.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
+use underlay::desired::Desired;
 use underlay::engine::{self, Mode};
+use underlay::gates;
 use underlay::profile::{self, ProfileError};
 use underlay::report::{self, Context};
 use underlay::system::linux::{LinuxSystem, DEFAULT_STATE_PATH};
@@ -29,6 +32,13 @@ Examples:
   underlay apply --netns try --root /tmp/try \\
       --profile profiles/l3-ecmp-calico.toml --host profiles/examples/host.toml
   ip -n try -j addr; ip -n try rule
+
+  # First boot: converge, then hold until BGP is up on both ToRs with two ECMP paths
+  underlay apply --wait --profile ... --host ...
+
+  # What BIRD and Calico get
+  underlay render bird --profile ... --host ...
+  underlay render calico --profile ... --host ... | calicoctl apply -f -
 
   # For Ansible: JSON with changed, per-resource before/after and phase timings
   underlay apply --json ... | jq .changed";
@@ -55,12 +65,41 @@ struct Cli {
 enum Command {
     /// Show what apply would change, without changing anything (exit 0: nothing, 2: changes pending)
     Plan(Common),
-    /// Converge the host, then verify (exit 0: converged, 1: error, 3: verification failed)
-    Apply(Common),
-    /// Check the host matches the profile, changing nothing (exit 0: yes, 3: no)
-    Verify(Common),
+    /// Converge the host, then verify (exit 0: converged, 1: error, 3: verification or a gate failed)
+    Apply(WithWait),
+    /// Check the host matches the profile, changing nothing (exit 0: yes, 3: no, or a gate failed)
+    Verify(WithWait),
     /// Show every managed resource and its state, changing nothing (exit 0)
     Status(Common),
+    /// Print generated configuration: the host BIRD config, or the Calico resources for the cluster
+    Render {
+        #[arg(value_enum)]
+        what: RenderWhat,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RenderWhat {
+    /// The host BIRD 2 config this host gets (after NIC matching)
+    Bird,
+    /// BGPConfiguration, BGPPeer, IPPools and FelixConfiguration for `calicoctl apply -f -`
+    Calico,
+}
+
+#[derive(Args)]
+struct WithWait {
+    #[command(flatten)]
+    common: Common,
+    /// Then wait for the readiness gates: uplinks up, BGP Established to every ToR, the host
+    /// table's default with enough ECMP next hops, the service IP exported. Sends READY=1 to
+    /// NOTIFY_SOCKET when all pass (STATUS= while waiting); exit 3 when one fails in time
+    #[arg(long)]
+    wait: bool,
+    /// Seconds to wait for the gates [default: the profile's bgp.readiness.timeout_s, else 60]
+    #[arg(long, value_name = "SECS", requires = "wait")]
+    wait_timeout: Option<u64>,
 }
 
 #[derive(Args)]
@@ -115,15 +154,8 @@ fn fail(c: &Common, command: &str, message: String, problems: Option<&ProfileErr
     ExitCode::from(1)
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let (mode, name, c) = match &cli.command {
-        Command::Plan(c) => (Mode::Plan, "plan", c),
-        Command::Apply(c) => (Mode::Apply, "apply", c),
-        Command::Verify(c) => (Mode::Verify, "verify", c),
-        Command::Status(c) => (Mode::Status, "status", c),
-    };
-    let level = match c.verbose {
+fn init_logs(verbose: u8) {
+    let level = match verbose {
         0 | 1 => "warn",
         2 => "debug",
         _ => "trace",
@@ -135,9 +167,9 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
         .init();
-    let started = Instant::now();
+}
 
-    // Validate everything before the first syscall that could change anything.
+fn load(c: &Common, name: &str) -> Result<Desired, ExitCode> {
     let role = c
         .profile
         .clone()
@@ -146,28 +178,97 @@ fn main() -> ExitCode {
         .host
         .clone()
         .unwrap_or_else(|| under_root(&c.root, "/etc/underlay/host.toml"));
-    let desired = match profile::load(&role, &host) {
-        Ok(d) => d,
-        Err(e) => return fail(c, name, e.to_string(), Some(&e)),
-    };
-    if c.netns.is_some() {
-        if let Err(e) = engine::check_netns_safe(&desired) {
-            return fail(c, name, e.to_string(), None);
-        }
-    }
+    profile::load(&role, &host).map_err(|e| fail(c, name, e.to_string(), Some(&e)))
+}
+
+/// Enters --netns (after refusing what would leak out of it) and opens the system.
+fn open(c: &Common, name: &str, desired: &Desired) -> Result<LinuxSystem, ExitCode> {
     if let Some(ns) = &c.netns {
-        if let Err(e) = netns::enter(ns) {
-            return fail(c, name, e.to_string(), None);
+        engine::check_netns_safe(desired).map_err(|e| fail(c, name, e.to_string(), None))?;
+        netns::enter(ns).map_err(|e| fail(c, name, e.to_string(), None))?;
+    }
+    LinuxSystem::new(&c.root, &c.state, c.netns.is_some())
+        .map_err(|e| fail(c, name, e.to_string(), None))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Plan(c) => converge(Mode::Plan, "plan", c, None),
+        Command::Apply(w) => converge(Mode::Apply, "apply", &w.common, Some(w)),
+        Command::Verify(w) => converge(Mode::Verify, "verify", &w.common, Some(w)),
+        Command::Status(c) => converge(Mode::Status, "status", c, None),
+        Command::Render { what, common } => render(*what, common),
+    }
+}
+
+fn render(what: RenderWhat, c: &Common) -> ExitCode {
+    init_logs(c.verbose);
+    let desired = match load(c, "render") {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    match what {
+        RenderWhat::Calico => match underlay::render::calico::render(&desired) {
+            Ok(y) => {
+                print!("{y}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(c, "render", e.to_string(), None),
+        },
+        RenderWhat::Bird => {
+            if desired.bgp.is_none() {
+                return fail(
+                    c,
+                    "render",
+                    "the role profile has no [bgp] section".into(),
+                    None,
+                );
+            }
+            let mut sys = match open(c, "render", &desired) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            match engine::observe(&mut sys, &desired, None) {
+                Ok((target, _)) => {
+                    print!("{}", target.bird.map(|b| b.content).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(c, "render", e.to_string(), None),
+            }
         }
     }
-    let mut sys = match LinuxSystem::new(&c.root, &c.state) {
+}
+
+fn converge(mode: Mode, name: &str, c: &Common, wait: Option<&WithWait>) -> ExitCode {
+    init_logs(c.verbose);
+    let started = Instant::now();
+    // Validate everything before the first syscall that could change anything.
+    let desired = match load(c, name) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    let mut sys = match open(c, name, &desired) {
         Ok(s) => s,
-        Err(e) => return fail(c, name, e.to_string(), None),
+        Err(code) => return code,
     };
     let report = match engine::run(&mut sys, &desired, mode) {
         Ok(r) => r,
         Err(e) => return fail(c, name, e.to_string(), None),
     };
+    let mut code = report.exit_code();
+    let mut gates_outcome = None;
+    if let Some(w) = wait.filter(|w| w.wait && code == 0) {
+        match wait_for_gates(&mut sys, &desired, w) {
+            Ok(outcome) => {
+                if !outcome.passed {
+                    code = 3;
+                }
+                gates_outcome = Some(outcome);
+            }
+            Err(e) => return fail(c, name, e.to_string(), None),
+        }
+    }
     let ctx = Context {
         command: name,
         host: &desired.hostname,
@@ -175,9 +276,56 @@ fn main() -> ExitCode {
         total_ms: (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
     };
     if c.json {
-        println!("{}", report::json(&report, &ctx));
+        let mut doc = report::json(&report, &ctx);
+        if let Some(g) = &gates_outcome {
+            doc["gates"] = serde_json::to_value(g).unwrap_or_default();
+            doc["exit_code"] = code.into();
+        }
+        println!("{doc}");
     } else {
         print!("{}", report::human(&report, &ctx, c.verbose > 0));
+        if let Some(g) = &gates_outcome {
+            print!("{}", report::gates_human(g));
+        }
     }
-    ExitCode::from(report.exit_code() as u8)
+    ExitCode::from(code as u8)
+}
+
+fn wait_for_gates(
+    sys: &mut LinuxSystem,
+    desired: &Desired,
+    w: &WithWait,
+) -> Result<gates::Outcome, engine::EngineError> {
+    let (target, _) = engine::observe(sys, desired, None)?;
+    let spec = gates::spec(desired, &target, w.wait_timeout.map(Duration::from_secs));
+    let tty = std::io::stderr().is_terminal() && !w.common.json;
+    let mut last_status = String::new();
+    let outcome = gates::wait(sys, &spec, |gates, elapsed| {
+        let passed = gates.iter().filter(|g| g.passed).count();
+        let pending = gates.iter().find(|g| !g.passed);
+        let status = match pending {
+            Some(g) => format!(
+                "waiting for {} ({passed}/{} gates passed): {}",
+                g.name,
+                gates.len(),
+                g.evidence
+            ),
+            None => format!("all {} readiness gates passed", gates.len()),
+        };
+        if tty {
+            eprint!("\r\x1b[K{status} [{:.1} s]", elapsed.as_secs_f64());
+        }
+        if status != last_status {
+            // Without NOTIFY_SOCKET this is a no-op.
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&status)]);
+            last_status = status;
+        }
+    })?;
+    if tty {
+        eprintln!();
+    }
+    if outcome.passed {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    }
+    Ok(outcome)
 }

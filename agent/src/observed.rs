@@ -26,6 +26,8 @@ pub struct Observed {
     pub addr_proto_supported: bool,
     /// Whether a BIRD answers on the profile's control socket.
     pub bird_running: bool,
+    /// Whether systemd supervises the daemons here (never inside --netns).
+    pub systemd: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -161,3 +161,37 @@ pub fn json(r: &Report, ctx: &Context) -> serde_json::Value {
         "address_protocol_supported": r.addr_proto_supported,
     })
 }
+
+pub fn gates_human(g: &crate::gates::Outcome) -> String {
+    let mut out = String::new();
+    for gate in &g.gates {
+        let _ = writeln!(
+            out,
+            "{:<7} gate     {}  ({})",
+            if gate.passed { "ok" } else { "FAILED" },
+            gate.name,
+            gate.evidence
+        );
+    }
+    let secs = g.elapsed_ms as f64 / 1e3;
+    if g.passed {
+        let _ = writeln!(
+            out,
+            "ready: all {} readiness gates passed in {secs:.1} s",
+            g.gates.len()
+        );
+    } else {
+        let failed: Vec<&str> = g
+            .gates
+            .iter()
+            .filter(|x| !x.passed)
+            .map(|x| x.name)
+            .collect();
+        let _ = writeln!(
+            out,
+            "NOT READY after {secs:.1} s: {} failed",
+            failed.join(", ")
+        );
+    }
+    out
+}

@@ -316,3 +316,55 @@ fn unknown_netns_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("ip netns add underlay-no-such-ns"), "{err}");
 }
+
+#[test]
+fn wait_names_the_failing_gate_when_no_bird_runs() {
+    let lab = Lab::new();
+    let role = Path::new(ROLE);
+    let host = lab.write_host("host.toml", &host_facts(&["tor-a", "tor-b"]));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_underlay"))
+        .args([
+            "apply",
+            "--json",
+            "--wait",
+            "--wait-timeout",
+            "1",
+            "--netns",
+            &lab.host,
+            "--root",
+        ])
+        .arg(lab.root())
+        .arg("--profile")
+        .arg(role)
+        .arg("--host")
+        .arg(&host)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "a failed gate exits 3");
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["converged"], true, "the host itself converged");
+    let gates = &doc["gates"];
+    assert_eq!(gates["passed"], false);
+    let by_name = |n: &str| {
+        gates["gates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == n)
+            .unwrap()
+            .clone()
+    };
+    // The ToR ends are up in the lab fixture, so the uplinks gate passes...
+    assert_eq!(by_name("uplinks-up")["passed"], true, "{gates}");
+    // ...but no BIRD answers on the socket below the scratch root.
+    let bgp = by_name("bgp-established");
+    assert_eq!(bgp["passed"], false);
+    assert!(
+        bgp["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("BIRD not answering"),
+        "{bgp}"
+    );
+    assert!(gates["elapsed_ms"].as_u64().unwrap() >= 1000);
+}

@@ -20,7 +20,9 @@ pub fn plan_bgp(t: &Target, o: &Observed) -> Vec<Item> {
     let id = format!("bird config {}", b.config_path.display());
     let cur = o.files.get(&b.config_path).cloned().flatten();
     if cur.as_deref() == Some(b.content.as_str()) {
-        return vec![Item::ok(Kind::Bgp, id, summary(&b.content))];
+        let mut items = vec![Item::ok(Kind::Bgp, id, summary(&b.content))];
+        items.extend(start_unit(o));
+        return items;
     }
     let mut ops = vec![Op::WriteBirdConfig {
         path: b.config_path.clone(),
@@ -32,10 +34,10 @@ pub fn plan_bgp(t: &Target, o: &Observed) -> Vec<Item> {
             socket: b.socket.clone(),
         });
         after.push_str(", reload");
-    } else {
+    } else if !o.systemd {
         after.push_str(", BIRD not running: read at its start");
     }
-    vec![Item {
+    let mut items = vec![Item {
         kind: Kind::Bgp,
         id,
         action: if cur.is_some() {
@@ -46,5 +48,24 @@ pub fn plan_bgp(t: &Target, o: &Observed) -> Vec<Item> {
         before: cur.as_deref().map(summary),
         after: Some(after),
         ops,
-    }]
+    }];
+    items.extend(start_unit(o));
+    items
 }
+
+/// On a systemd host a stopped BIRD is started (after its config is in
+/// place); inside `--netns` runs the caller supervises BIRD instead.
+fn start_unit(o: &Observed) -> Option<Item> {
+    (!o.bird_running && o.systemd).then(|| Item {
+        kind: Kind::Bgp,
+        id: format!("unit {BIRD_UNIT}"),
+        action: Action::Update,
+        before: Some("not running".into()),
+        after: Some("started".into()),
+        ops: vec![Op::StartUnit {
+            unit: BIRD_UNIT.into(),
+        }],
+    })
+}
+
+pub const BIRD_UNIT: &str = "bird.service";

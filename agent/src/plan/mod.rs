@@ -72,6 +72,10 @@ pub enum Op {
     ReloadBird {
         socket: PathBuf,
     },
+    /// Start a systemd unit over D-Bus and wait for its job.
+    StartUnit {
+        unit: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

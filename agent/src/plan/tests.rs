@@ -418,6 +418,28 @@ fn template_override_replaces_the_embedded_template() {
 }
 
 #[test]
+fn stopped_bird_is_started_only_under_systemd() {
+    let mut f = fresh();
+    let p = plan_of(&mut f, HOST);
+    assert!(
+        !p.ops().any(|o| matches!(o, Op::StartUnit { .. })),
+        "no systemd (or --netns): the caller starts BIRD"
+    );
+    f.systemd = true;
+    let r = engine::run(&mut f, &desired(HOST), Mode::Apply).unwrap();
+    let ops: Vec<&Op> = f
+        .applied
+        .iter()
+        .filter(|o| matches!(o, Op::WriteBirdConfig { .. } | Op::StartUnit { .. }))
+        .collect();
+    assert!(
+        matches!(ops[..], [Op::WriteBirdConfig { .. }, Op::StartUnit { .. }]),
+        "config first, then start: {ops:?}"
+    );
+    assert!(r.converged());
+}
+
+#[test]
 fn exit_codes() {
     let mut f = fresh();
     let r = engine::run(&mut f, &desired(HOST), Mode::Plan).unwrap();

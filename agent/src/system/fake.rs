@@ -33,6 +33,7 @@ pub struct FakeSystem {
     pub bird: Option<Vec<BirdProtocol>>,
     pub exported: BTreeMap<String, Vec<IpNet>>,
     pub reloads: usize,
+    pub systemd: bool,
 }
 
 impl FakeSystem {
@@ -111,6 +112,7 @@ impl System for FakeSystem {
             state,
             addr_proto_supported: self.addr_proto,
             bird_running: q.bird_socket.is_some() && self.bird.is_some(),
+            systemd: self.systemd,
         })
     }
 
@@ -182,6 +184,9 @@ impl System for FakeSystem {
             }
             Op::WriteBirdConfig { path, content } => {
                 self.files.insert(path.clone(), content.clone());
+            }
+            Op::StartUnit { .. } => {
+                self.bird = Some(Vec::new());
             }
             Op::ReloadBird { .. } => {
                 if self.bird.is_none() {

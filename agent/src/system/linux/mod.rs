@@ -7,6 +7,7 @@ mod bird;
 mod links;
 mod routes;
 mod rules;
+mod units;
 
 use std::path::{Path, PathBuf};
 
@@ -30,6 +31,8 @@ pub struct LinuxSystem {
     proc_sys: PathBuf,
     /// Logical path of the state file (below `root`).
     state_path: PathBuf,
+    /// systemd supervises daemons (false inside --netns).
+    systemd: bool,
 }
 
 pub(super) fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> SystemError {
@@ -40,7 +43,8 @@ pub(super) fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Sy
 impl LinuxSystem {
     /// Opens a strict-checking netlink socket in the current network
     /// namespace (enter `--netns` before calling this).
-    pub fn new(root: &Path, state_path: &Path) -> Result<LinuxSystem, SystemError> {
+    /// `in_netns`: running inside `--netns`, where no systemd supervises BIRD.
+    pub fn new(root: &Path, state_path: &Path, in_netns: bool) -> Result<LinuxSystem, SystemError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -57,6 +61,7 @@ impl LinuxSystem {
             root: root.to_path_buf(),
             proc_sys: PathBuf::from("/proc/sys"),
             state_path: state_path.to_path_buf(),
+            systemd: !in_netns && units::systemd_booted(),
         })
     }
 
@@ -126,6 +131,7 @@ impl System for LinuxSystem {
                     .block_on(bird::alive(&files::under_root(&self.root, sock))),
                 None => false,
             },
+            systemd: self.systemd,
         })
     }
 
@@ -169,6 +175,7 @@ impl System for LinuxSystem {
                     0o640,
                 )
             }
+            Op::StartUnit { unit } => self.rt.block_on(units::start(unit)),
             Op::ReloadBird { socket } => self
                 .rt
                 .block_on(bird::reload(&files::under_root(&self.root, socket))),
