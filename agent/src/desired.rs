@@ -29,6 +29,14 @@ pub struct Desired {
     /// Keys still holding the `{uplink}` placeholder.
     pub sysctl_uplink: Vec<(String, String)>,
     pub bgp: Option<Bgp>,
+    pub nat: Nat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Nat {
+    pub mode: crate::nft::NatMode,
+    /// Clears the masquerade mark on outer tunnel packets before source NAT.
+    pub guard: Option<crate::nft::MarkGuard>,
 }
 
 /// The host BGP speaker (BIRD 2). Paths are logical (below `--root`).

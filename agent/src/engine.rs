@@ -110,6 +110,7 @@ pub fn observe(
         sysctls,
         files,
         bird_socket: target.bird.as_ref().map(|b| b.socket.clone()),
+        nft: target.nft.is_some() || state.nft_table,
     };
     let observed = sys.observe(links, state, &q)?;
     Ok((target, observed))
@@ -229,6 +230,9 @@ pub fn next_state(old: &State, applied: &[Op], target: &Target, after: &Observed
             }
             Op::RemoveFile { path } => {
                 s.files.remove(path);
+            }
+            Op::Nft { change } => {
+                s.nft_table = !matches!(change, crate::nft::NftChange::Delete { .. })
             }
             _ => {}
         }

@@ -8,6 +8,7 @@ pub mod bgp;
 pub mod desired;
 pub mod engine;
 pub mod gates;
+pub mod nft;
 pub mod observed;
 pub mod plan;
 pub mod profile;

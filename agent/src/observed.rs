@@ -28,6 +28,8 @@ pub struct Observed {
     pub bird_running: bool,
     /// Whether systemd supervises the daemons here (never inside --netns).
     pub systemd: bool,
+    /// Our nftables table, read only when wanted or once created by us.
+    pub nft: Option<crate::nft::ObservedNat>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

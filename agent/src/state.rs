@@ -29,6 +29,9 @@ pub struct State {
     /// is when a profile drops one: the previous value is unknowable).
     #[serde(default)]
     pub sysctls: BTreeMap<SysctlKey, String>,
+    /// Whether the `inet underlay` nftables table is ours to delete.
+    #[serde(default)]
+    pub nft_table: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -45,6 +48,7 @@ impl Default for State {
             rules: BTreeSet::new(),
             files: BTreeSet::new(),
             sysctls: BTreeMap::new(),
+            nft_table: false,
         }
     }
 }

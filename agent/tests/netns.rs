@@ -368,3 +368,121 @@ fn wait_names_the_failing_gate_when_no_bird_runs() {
     );
     assert!(gates["elapsed_ms"].as_u64().unwrap() >= 1000);
 }
+
+#[test]
+fn overlay_profile_owns_one_nft_table_and_leaves_the_others() {
+    let lab = Lab::new();
+    let ipip = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../profiles/l3-ecmp-calico-ipip.toml"
+    ));
+    let flat = Path::new(ROLE);
+    let host = lab.write_host("host.toml", &host_facts(&["tor-a", "tor-b"]));
+    // kube-proxy-style rules in iptables-nft's own table: never ours.
+    common::must(
+        "ip",
+        &[
+            "netns", "exec", &lab.host, "nft", "add", "table", "ip", "nat",
+        ],
+    );
+    common::must(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &lab.host,
+            "nft",
+            "add",
+            "chain",
+            "ip",
+            "nat",
+            "POSTROUTING",
+            "{ type nat hook postrouting priority 100; }",
+        ],
+    );
+    common::must(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &lab.host,
+            "nft",
+            "add",
+            "rule",
+            "ip",
+            "nat",
+            "POSTROUTING",
+            "meta",
+            "mark",
+            "&",
+            "0x4000",
+            "==",
+            "0x4000",
+            "masquerade",
+        ],
+    );
+    let foreign = || {
+        common::must(
+            "ip",
+            &[
+                "netns", "exec", &lab.host, "nft", "list", "table", "ip", "nat",
+            ],
+        )
+    };
+    let before = foreign();
+
+    let (code, out, err) = lab.underlay("apply", ipip, &host);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let ours = common::must(
+        "ip",
+        &[
+            "netns", "exec", &lab.host, "nft", "list", "table", "inet", "underlay",
+        ],
+    );
+    assert!(ours.contains("chain mark_guard"), "{ours}");
+    assert!(ours.contains("priority srcnat - 1"), "{ours}");
+    assert!(
+        ours.contains("meta mark set meta mark & 0xffffbfff"),
+        "{ours}"
+    );
+    let (code, again, _) = lab.underlay("apply", ipip, &host);
+    assert_eq!(code, 0);
+    assert_eq!(again["changed"], false, "{again}");
+
+    // A hand edit of our table is put right on the next run.
+    common::must(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &lab.host,
+            "nft",
+            "flush",
+            "chain",
+            "inet",
+            "underlay",
+            "mark_guard",
+        ],
+    );
+    let (_, fixed, _) = lab.underlay("apply", ipip, &host);
+    let nft_item = fixed["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "nft")
+        .unwrap()
+        .clone();
+    assert_eq!(nft_item["action"], "update", "{fixed}");
+
+    // The flat profile wants no table: ours goes, the foreign one stays as it was.
+    let (code, out, _) = lab.underlay("apply", flat, &host);
+    assert_eq!(code, 0, "{out}");
+    let listed = common::run(
+        "ip",
+        &[
+            "netns", "exec", &lab.host, "nft", "list", "table", "inet", "underlay",
+        ],
+    );
+    assert!(!listed.status.success(), "our table was removed");
+    assert_eq!(foreign(), before, "the foreign nat table is untouched");
+}

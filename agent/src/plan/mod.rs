@@ -7,6 +7,7 @@ mod addresses;
 mod bgp;
 mod files;
 mod links;
+mod nft;
 mod rules;
 mod sysctls;
 pub mod target;
@@ -76,6 +77,11 @@ pub enum Op {
     StartUnit {
         unit: String,
     },
+    /// Create, replace or delete our nftables table in one transaction.
+    Nft {
+        #[serde(skip)]
+        change: crate::nft::NftChange,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -106,6 +112,7 @@ pub enum Kind {
     Sysctl,
     Address,
     Rule,
+    Nft,
     Bgp,
 }
 
@@ -117,6 +124,7 @@ impl std::fmt::Display for Kind {
             Kind::Sysctl => "sysctl",
             Kind::Address => "address",
             Kind::Rule => "rule",
+            Kind::Nft => "nft",
             Kind::Bgp => "bgp",
         })
     }
@@ -175,6 +183,7 @@ pub fn plan(t: &Target, o: &Observed) -> Plan {
     items.extend(sysctls::plan_sysctls(t, o));
     items.extend(addresses::plan_addresses(t, o));
     items.extend(rules::plan_rules(t, o));
+    items.extend(nft::plan_nft(t, o));
     // Last: BIRD's krt_prefsrc needs the service IP on lo before it loads.
     items.extend(bgp::plan_bgp(t, o));
     Plan { items }

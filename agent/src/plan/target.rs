@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 
 use crate::desired::{Desired, NicMatch, RuleSpec, SysctlKey};
+use crate::nft::NatMode;
 use crate::observed::{ObservedLink, Scope};
 use crate::state::State;
 
@@ -25,6 +26,8 @@ pub struct Target {
     pub sysctls: Vec<(SysctlKey, String)>,
     pub files: Vec<FileTarget>,
     pub bird: Option<BirdTarget>,
+    /// Our nftables table (`inet underlay`); `None`: no table wanted.
+    pub nft: Option<nftables::schema::Nftables<'static>>,
 }
 
 /// The host BIRD's rendered config and where it goes.
@@ -186,12 +189,16 @@ pub fn resolve(
         });
         if let Some(v4) = &u.ipv4 {
             // Scope link: the kernel's source selection (and so MASQUERADE)
-            // skips the transit address and picks the service IP on lo.
+            // skips the transit address and picks the service IP on lo. The
+            // snat and none modes keep it global (snat translates explicitly).
             t.addresses.push(AddressTarget {
                 index: link.index,
                 ifname: link.name.clone(),
                 prefix: IpNet::V4(v4.address),
-                scope: Scope::Link,
+                scope: match d.nat.mode {
+                    NatMode::ScopeLink => Scope::Link,
+                    NatMode::Snat | NatMode::None => Scope::Global,
+                },
             });
         }
         if let Some(v6) = &u.ipv6 {
@@ -240,6 +247,13 @@ pub fn resolve(
 
     t.rules = d.rules.clone();
     t.files = files(d, &t.sysctls);
+    t.nft = crate::nft::desired_ruleset(&crate::nft::NatParams {
+        mode: d.nat.mode,
+        service_ipv4: d.service_ipv4.addr(),
+        uplinks: t.links.iter().skip(1).map(|l| l.ifname.clone()).collect(),
+        pod_cidrs: d.pods.cidrs.clone(),
+        guard: d.nat.guard,
+    });
     if let Some(bgp) = &d.bgp {
         let ifnames: Vec<String> = t.links.iter().skip(1).map(|l| l.ifname.clone()).collect();
         let params = crate::bgp::from_desired::params(d, bgp, &ifnames);

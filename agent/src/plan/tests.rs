@@ -439,6 +439,78 @@ fn stopped_bird_is_started_only_under_systemd() {
     assert!(r.converged());
 }
 
+const IPIP_ROLE: &str = include_str!("../../../profiles/l3-ecmp-calico-ipip.toml");
+
+#[test]
+fn overlay_profile_gets_the_mark_guard_table_once() {
+    let mut f = fresh();
+    let d = load_str("role.toml", IPIP_ROLE, "host.toml", HOST).unwrap();
+    let r = engine::run(&mut f, &d, Mode::Apply).unwrap();
+    let item = r
+        .plan
+        .items
+        .iter()
+        .find(|i| i.kind == Kind::Nft)
+        .expect("nft item");
+    assert_eq!(item.action, Action::Create);
+    assert!(
+        item.after.as_ref().unwrap().contains("mark_guard"),
+        "{:?}",
+        item.after
+    );
+    assert!(f.state.as_ref().unwrap().nft_table);
+    let again = engine::run(&mut f, &d, Mode::Apply).unwrap();
+    assert!(
+        !again.changed(),
+        "{:#?}",
+        again.plan.changes().collect::<Vec<_>>()
+    );
+    // Back to the flat profile: the table we created goes.
+    let r = engine::run(&mut f, &desired(HOST), Mode::Apply).unwrap();
+    assert!(r
+        .plan
+        .items
+        .iter()
+        .any(|i| i.kind == Kind::Nft && i.action == Action::Delete));
+    assert!(f.nft.is_none());
+    assert!(!f.state.as_ref().unwrap().nft_table);
+    // Neither wanted nor ours: nft is not even spawned.
+    let reads = f.nft_reads;
+    engine::run(&mut f, &desired(HOST), Mode::Plan).unwrap();
+    assert_eq!(f.nft_reads, reads);
+}
+
+#[test]
+fn a_table_we_did_not_create_is_never_deleted() {
+    let mut f = fresh();
+    let d = load_str("role.toml", IPIP_ROLE, "host.toml", HOST).unwrap();
+    engine::run(&mut f, &d, Mode::Apply).unwrap();
+    // Same table present, but the state file was lost: not ours to delete.
+    f.state = None;
+    let r = engine::run(&mut f, &desired(HOST), Mode::Apply).unwrap();
+    assert!(!r.plan.items.iter().any(|i| i.kind == Kind::Nft));
+    assert!(f.nft.is_some());
+}
+
+#[test]
+fn snat_mode_keeps_transit_global_and_translates_explicitly() {
+    let mut f = fresh();
+    let role = format!("{ROLE}\n[nat]\nmode = \"snat\"\n");
+    let d = load_str("role.toml", &role, "host.toml", HOST).unwrap();
+    let r = engine::run(&mut f, &d, Mode::Apply).unwrap();
+    assert!(r.converged());
+    let transit = f
+        .addresses
+        .iter()
+        .find(|a| a.prefix == net("172.30.0.1/31"))
+        .unwrap();
+    assert_eq!(transit.scope, Scope::Global);
+    let item = r.plan.items.iter().find(|i| i.kind == Kind::Nft).unwrap();
+    let diff = item.after.as_ref().unwrap();
+    assert!(diff.contains("snat ip to 10.10.0.11"), "{diff}");
+    assert!(diff.contains("pod_snat"), "{diff}");
+}
+
 #[test]
 fn exit_codes() {
     let mut f = fresh();

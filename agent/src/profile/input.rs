@@ -32,6 +32,45 @@ pub struct RoleInput {
     pub sysctl: SysctlInput,
     #[serde(default)]
     pub bgp: Option<BgpInput>,
+    #[serde(default)]
+    pub nat: Option<NatInput>,
+}
+
+/// Source NAT correctness (FIELD-NOTES failures 3 and 4).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatInput {
+    #[serde(default)]
+    pub mode: NatModeInput,
+    #[serde(default)]
+    pub guard: Option<GuardInput>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NatModeInput {
+    /// Transit addresses at scope link: every MASQUERADE picks the service IP.
+    #[default]
+    ScopeLink,
+    /// Transit addresses at global scope, explicit SNAT to the service IP.
+    Snat,
+    /// Neither (transit addresses at global scope, no table).
+    None,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardInput {
+    /// Default: on when pods.encapsulation is ipip or vxlan.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// kube-proxy's masquerade bit.
+    #[serde(default)]
+    pub mark: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub ipip: Option<bool>,
+    #[serde(default)]
+    pub vxlan_port: Option<Spanned<u16>>,
 }
 
 /// The host BGP speaker (BIRD 2), tiered in front of Calico's BIRD.

@@ -99,6 +99,7 @@ pub(super) fn validate(
         ));
     }
 
+    let nat = nat(role_src, role, &mut p);
     if !p.is_empty() {
         return Err(p);
     }
@@ -117,7 +118,62 @@ pub(super) fn validate(
         sysctl_global,
         sysctl_uplink,
         bgp,
+        nat,
     })
+}
+
+fn nat(src: &Source, role: &RoleInput, p: &mut Vec<Problem>) -> crate::desired::Nat {
+    use super::input::{Encapsulation, NatModeInput};
+    use crate::nft::{MarkGuard, NatMode};
+    let overlay = role.pods.encapsulation != Encapsulation::None;
+    let Some(n) = &role.nat else {
+        return crate::desired::Nat {
+            mode: NatMode::ScopeLink,
+            guard: overlay.then(MarkGuard::default),
+        };
+    };
+    let mode = match n.mode {
+        NatModeInput::ScopeLink => NatMode::ScopeLink,
+        NatModeInput::Snat => NatMode::Snat,
+        NatModeInput::None => NatMode::None,
+    };
+    let g = n.guard.as_ref();
+    let enabled = g.and_then(|g| g.enabled).unwrap_or(overlay);
+    let mut guard = MarkGuard::default();
+    if let Some(m) = g.and_then(|g| g.mark.as_ref()) {
+        if m.get_ref().count_ones() == 0 {
+            p.push(src.problem(
+                "nat.guard.mark",
+                &m.span(),
+                "found 0, expected the masquerade mark bit(s), e.g. 0x4000 (kube-proxy's)",
+            ));
+        }
+        guard.mark = *m.get_ref();
+    }
+    if let Some(ipip) = g.and_then(|g| g.ipip) {
+        guard.ipip = ipip;
+    }
+    if let Some(port) = g.and_then(|g| g.vxlan_port.as_ref()) {
+        if *port.get_ref() == 0 {
+            p.push(src.problem(
+                "nat.guard.vxlan_port",
+                &port.span(),
+                "found 0, expected the VXLAN UDP port (Calico and Linux: 4789)",
+            ));
+        }
+        guard.vxlan_port = Some(*port.get_ref());
+    }
+    if mode == NatMode::Snat && role.pods.cidrs.is_empty() {
+        p.push(src.problem(
+            "nat.mode",
+            &(0..0),
+            "snat needs pods.cidrs: it translates pod egress to the service IP",
+        ));
+    }
+    crate::desired::Nat {
+        mode,
+        guard: enabled.then_some(guard),
+    }
 }
 
 fn tables(src: &Source, role: &RoleInput, p: &mut Vec<Problem>) -> Vec<Table> {

@@ -34,6 +34,9 @@ pub struct FakeSystem {
     pub exported: BTreeMap<String, Vec<IpNet>>,
     pub reloads: usize,
     pub systemd: bool,
+    /// Our nftables table as nft would list it.
+    pub nft: Option<crate::nft::TableContent>,
+    pub nft_reads: usize,
 }
 
 impl FakeSystem {
@@ -113,6 +116,12 @@ impl System for FakeSystem {
             addr_proto_supported: self.addr_proto,
             bird_running: q.bird_socket.is_some() && self.bird.is_some(),
             systemd: self.systemd,
+            nft: q.nft.then(|| {
+                self.nft_reads += 1;
+                crate::nft::ObservedNat {
+                    table: self.nft.clone(),
+                }
+            }),
         })
     }
 
@@ -184,6 +193,15 @@ impl System for FakeSystem {
             }
             Op::WriteBirdConfig { path, content } => {
                 self.files.insert(path.clone(), content.clone());
+            }
+            Op::Nft { change } => {
+                self.nft = match change {
+                    crate::nft::NftChange::Create { desired, .. }
+                    | crate::nft::NftChange::Replace { desired, .. } => {
+                        Some(crate::nft::TableContent::from_doc(desired))
+                    }
+                    _ => None,
+                };
             }
             Op::StartUnit { .. } => {
                 self.bird = Some(Vec::new());

@@ -28,6 +28,9 @@ pub struct Query {
     pub files: BTreeSet<PathBuf>,
     /// BIRD control socket to probe (logical path).
     pub bird_socket: Option<PathBuf>,
+    /// Read our nftables table (only when wanted or once created by us:
+    /// spawning nft costs milliseconds).
+    pub nft: bool,
 }
 
 /// Whether retrying may help; picks the exit code together with the phase.
@@ -62,6 +65,8 @@ pub enum SystemError {
     BirdRejected(String),
     #[error("BIRD control socket {}: {message}", socket.display())]
     BirdControl { socket: PathBuf, message: String },
+    #[error("nftables: {0}")]
+    Nft(#[from] crate::nft::NftError),
     #[error("{0}")]
     Other(String),
 }
@@ -86,6 +91,8 @@ impl SystemError {
             | SystemError::Netns { .. }
             | SystemError::BirdRejected(_) => ErrorKind::Refused,
             SystemError::BirdControl { .. } => ErrorKind::Transient,
+            SystemError::Nft(e) if e.is_rejected() => ErrorKind::Refused,
+            SystemError::Nft(_) => ErrorKind::Transient,
             SystemError::Other(_) => ErrorKind::Transient,
         }
     }

@@ -132,6 +132,11 @@ impl System for LinuxSystem {
                 None => false,
             },
             systemd: self.systemd,
+            nft: if q.nft {
+                Some(crate::nft::observe(&crate::nft::NftCommand::new())?)
+            } else {
+                None
+            },
         })
     }
 
@@ -175,6 +180,9 @@ impl System for LinuxSystem {
                     0o640,
                 )
             }
+            Op::Nft { change } => crate::nft::apply(&crate::nft::NftCommand::new(), change)
+                .map(|_| ())
+                .map_err(Into::into),
             Op::StartUnit { unit } => self.rt.block_on(units::start(unit)),
             Op::ReloadBird { socket } => self
                 .rt

@@ -1,0 +1,99 @@
+//! The `inet underlay` nftables table: optional pod-egress SNAT and the tunnel mark guard.
+//!
+//! Pipeline (STYLE.md): [`desired_ruleset`] (pure) and [`observe`] (reads only our table) feed
+//! [`plan`] (pure), whose [`NftChange`] [`apply`] carries out in one atomic nft transaction.
+//!
+//! Why an `inet` table and not `ip`: the mark guard must also see VXLAN over IPv6 outer packets,
+//! and one table keeps "the only nft object we create" literally true if IPv6 SNAT is added
+//! later. `snat ip to` works in `inet` nat chains (kernel >= 5.2, nft >= 0.9.1).
+
+mod apply;
+mod desired;
+mod exec;
+mod observe;
+mod plan;
+mod render;
+
+use std::net::Ipv4Addr;
+
+pub use apply::{apply, transaction};
+pub use desired::{desired_ruleset, fingerprint};
+pub use exec::{NftCommand, NftError, NftExec};
+pub use observe::{observe, parse_listing, ObservedNat, ObservedRule, TableContent};
+pub use plan::{plan, NftChange};
+
+/// Family of the table we own.
+pub const TABLE_FAMILY: &str = "inet";
+/// Name of the table we own; nothing else in nftables is ever created or changed.
+pub const TABLE_NAME: &str = "underlay";
+/// Chain clearing the masquerade bit on outer tunnel packets.
+pub const GUARD_CHAIN: &str = "mark_guard";
+/// Chain SNATing pod egress and kube-proxy-marked traffic to the service IP (`snat` mode).
+pub const SNAT_CHAIN: &str = "pod_snat";
+
+/// `NF_IP_PRI_NAT_SRC`: the priority of the kernel's source-NAT hook ("srcnat"). Every nat
+/// chain of postrouting (ours, iptables-nft's `ip nat`, kube-proxy's, Calico's) is run by the
+/// NAT core from this one hook, ordered among themselves by their own priority, and the first
+/// chain that sets a binding wins.
+pub const SRCNAT: i32 = 100;
+/// Guard chain priority: `srcnat - 1`, a filter chain that runs immediately before the NAT
+/// core hook, so after anything else (mangle at -150, filter at 0) that might set the mark.
+/// A filter chain at `srcnat + 1` is too late (verified: the outer entry is still masqueraded).
+pub const GUARD_PRIORITY: i32 = SRCNAT - 1;
+/// SNAT chain priority: `srcnat - 10`, ahead of kube-proxy's and Calico's nat chains (srcnat),
+/// so our binding is the one the NAT core keeps.
+pub const SNAT_PRIORITY: i32 = SRCNAT - 10;
+/// kube-proxy's (and Calico's) default masquerade mark bit.
+pub const KUBE_MASQ_MARK: u32 = 0x4000;
+/// IANA VXLAN port, the one Calico uses for `vxlan.calico`.
+pub const VXLAN_PORT: u16 = 4789;
+/// IP protocol number of IP-in-IP.
+pub const IPPROTO_IPIP: u32 = 4;
+
+/// How pod egress and masquerade get a routable source (profile: `nat.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NatMode {
+    /// Transit addresses carry `scope link` (the engine does that), so MASQUERADE and ordinary
+    /// source selection pick the loopback service IP by themselves: no nft rules needed.
+    #[default]
+    ScopeLink,
+    /// Transit addresses stay global; our table SNATs pod egress and kube-proxy-marked traffic
+    /// leaving an uplink to the service IP before anyone's MASQUERADE runs.
+    Snat,
+    /// Neither: the operator handles source addresses elsewhere.
+    None,
+}
+
+/// Everything the NAT layer needs to know; built by profile validation, never by hand-parsing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatParams {
+    pub mode: NatMode,
+    pub service_ipv4: Ipv4Addr,
+    /// Uplink interface names. `snat` mode SNATs only what leaves through these.
+    pub uplinks: Vec<String>,
+    /// Pod CIDRs. Only the IPv4 ones are used (the SNAT target is an IPv4 address).
+    pub pod_cidrs: Vec<ipnet::IpNet>,
+    /// On by default for overlay (ipip/vxlan) profiles.
+    pub guard: Option<MarkGuard>,
+}
+
+/// Clears the masquerade mark bit on outer tunnel packets (FIELD-NOTES failure 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkGuard {
+    /// The masquerade bit(s) to clear, normally [`KUBE_MASQ_MARK`].
+    pub mark: u32,
+    /// Guard IP-in-IP outer packets (IP protocol 4).
+    pub ipip: bool,
+    /// Guard VXLAN outer packets to this UDP port, normally [`VXLAN_PORT`].
+    pub vxlan_port: Option<u16>,
+}
+
+impl Default for MarkGuard {
+    fn default() -> Self {
+        MarkGuard {
+            mark: KUBE_MASQ_MARK,
+            ipip: true,
+            vxlan_port: Some(VXLAN_PORT),
+        }
+    }
+}
