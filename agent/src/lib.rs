@@ -6,6 +6,7 @@
 
 pub mod bgp;
 pub mod desired;
+pub mod doctor;
 pub mod engine;
 pub mod gates;
 pub mod nft;
