@@ -268,6 +268,16 @@ fn converge(mode: Mode, name: &str, c: &Common, wait: Option<&WithWait>) -> Exit
             }
             Err(e) => return fail(c, name, e.to_string(), None),
         }
+    } else if mode == Mode::Status {
+        // Status shows the gates as they stand now, without waiting.
+        let now = Some(Duration::ZERO);
+        match engine::observe(&mut sys, &desired, None)
+            .map(|(t, _)| gates::spec(&desired, &t, now))
+            .and_then(|spec| gates::wait(&mut sys, &spec, |_, _| {}).map_err(Into::into))
+        {
+            Ok(outcome) => gates_outcome = Some(outcome),
+            Err(e) => return fail(c, name, e.to_string(), None),
+        }
     }
     let ctx = Context {
         command: name,
