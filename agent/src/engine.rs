@@ -191,7 +191,13 @@ pub fn run(sys: &mut dyn System, d: &Desired, mode: Mode) -> Result<Report, Engi
     // Record ownership even after a partial apply, so nothing we created is
     // ever orphaned; then verify against the saved state.
     let t3 = Instant::now();
-    let (target, after) = observe(sys, d, Some(observed.state.clone()))?;
+    let (target, after) = if applied.is_empty() && report.failure.is_none() {
+        // Nothing changed: what we observed is still the truth (this keeps a
+        // no-op reconcile at one observation).
+        (target, observed.clone())
+    } else {
+        observe(sys, d, Some(observed.state.clone()))?
+    };
     let new_state = next_state(&observed.state, &applied, &target, &after);
     if new_state != observed.state {
         sys.save_state(&new_state)?;
