@@ -6,5 +6,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 "$here/setup.sh" >&2
+command -v cargo >/dev/null 2>&1 || . "$HOME/.cargo/env"
+(cd "$here/.." && cargo build --workspace --release --locked 2>&1 | tail -n 1) >&2
 export UNDERLAY_BIN="$here/../target/release/underlay"
 exec "$here/../target/release/underlay-lab" "${@:-up}"

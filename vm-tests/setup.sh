@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages underlay's tests and lab need (Debian 12, as
-# root), then builds the workspace. Safe to run again: installs only what is
-# missing. Used by run-tests.sh and lab.sh; CI calls run-tests.sh.
+# root). Safe to run again: installs only what is missing. Used by
+# run-tests.sh and lab.sh; CI calls run-tests.sh.
 set -euo pipefail
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -27,9 +27,3 @@ fi
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet bird 2>/dev/null; then
     systemctl stop bird || true
 fi
-
-if ! command -v cargo >/dev/null 2>&1; then
-    [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
-fi
-cd "$(dirname "$0")/.."
-cargo build --workspace --release --locked 2>&1 | tail -n 3
