@@ -36,6 +36,10 @@ Examples:
   # First boot: converge, then hold until BGP is up on both ToRs with two ECMP paths
   underlay apply --wait --profile ... --host ...
 
+  # Something is wrong on a live host: read-only checks with evidence and fixes
+  underlay doctor                       # generic checks (0 clean, 1 warnings, 2 failures)
+  underlay doctor --profile ... --host ... --json
+
   # What BIRD and Calico get
   underlay render bird --profile ... --host ...
   underlay render calico --profile ... --host ... | calicoctl apply -f -
@@ -71,6 +75,12 @@ enum Command {
     Verify(WithWait),
     /// Show every managed resource and its state, changing nothing (exit 0)
     Status(Common),
+    /// Read-only diagnosis of a live host: MASQUERADE sources, tunnel mark leaks, NATed tunnel
+    /// conntrack entries, BGP socket and table conflicts, rp_filter, networkd/NetworkManager,
+    /// kubelet node-ip, ECMP paths and sessions; each finding with evidence and the fix.
+    /// Works without a profile (generic checks), better with one.
+    /// Exit 0: clean, 1: warnings, 2: failures
+    Doctor(Common),
     /// Print generated configuration: the host BIRD config, or the Calico resources for the cluster
     Render {
         #[arg(value_enum)]
@@ -199,7 +209,42 @@ fn main() -> ExitCode {
         Command::Verify(w) => converge(Mode::Verify, "verify", &w.common, Some(w)),
         Command::Status(c) => converge(Mode::Status, "status", c, None),
         Command::Render { what, common } => render(*what, common),
+        Command::Doctor(c) => doctor(c),
     }
+}
+
+fn doctor(c: &Common) -> ExitCode {
+    init_logs(c.verbose);
+    // A profile makes the checks sharper; without one (none given, none
+    // installed) the generic checks still run.
+    let installed = under_root(&c.root, "/etc/underlay/profile.toml").exists()
+        && under_root(&c.root, "/etc/underlay/host.toml").exists();
+    let desired = if c.profile.is_some() || c.host.is_some() || installed {
+        match load(c, "doctor") {
+            Ok(d) => Some(d),
+            Err(code) => return code,
+        }
+    } else {
+        None
+    };
+    if let Some(ns) = &c.netns {
+        if let Err(e) = netns::enter(ns) {
+            return fail(c, "doctor", e.to_string(), None);
+        }
+    }
+    let r = underlay::doctor::run(&underlay::doctor::DoctorOptions {
+        root: c.root.clone(),
+        desired,
+        in_netns: c.netns.is_some(),
+    });
+    if c.json {
+        println!("{}", r.json());
+    } else if c.verbose > 0 {
+        print!("{}", r.human_verbose());
+    } else {
+        print!("{}", r.human());
+    }
+    ExitCode::from(r.exit_code() as u8)
 }
 
 fn render(what: RenderWhat, c: &Common) -> ExitCode {

@@ -65,7 +65,10 @@ impl Lab {
         must("ip", &["netns", "add", &lab.tor]);
         // No IPv6 duplicate address detection: a link-local address turning
         // from tentative to valid mid-test would show up in snapshots.
-        for key in ["net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"] {
+        for key in [
+            "net.ipv6.conf.all.accept_dad=0",
+            "net.ipv6.conf.default.accept_dad=0",
+        ] {
             must("ip", &["netns", "exec", &lab.host, "sysctl", "-qw", key]);
         }
         for (nic, peer) in [("eth0", "tora0"), ("eth1", "torb0")] {
