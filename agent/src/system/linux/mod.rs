@@ -16,6 +16,7 @@ use tokio::runtime::Runtime;
 
 use ipnet::IpNet;
 
+use super::files::Durability;
 use super::{files, sysctl, BirdProtocol, Query, System, SystemError};
 use crate::desired::Family;
 use crate::observed::{NextHop, Observed, ObservedLink};
@@ -170,6 +171,7 @@ impl System for LinuxSystem {
                 &files::under_root(&self.root, path),
                 content.as_bytes(),
                 0o644,
+                Durability::Derived,
             ),
             Op::RemoveFile { path } => files::remove(&files::under_root(&self.root, path)),
             Op::WriteBirdConfig { path, content } => {
@@ -178,6 +180,7 @@ impl System for LinuxSystem {
                     &files::under_root(&self.root, path),
                     content.as_bytes(),
                     0o640,
+                    Durability::Durable,
                 )
             }
             Op::Nft { change } => crate::nft::apply(&crate::nft::NftCommand::new(), change)
@@ -214,6 +217,11 @@ impl System for LinuxSystem {
     fn save_state(&mut self, state: &State) -> Result<(), SystemError> {
         let text =
             serde_json::to_string_pretty(state).map_err(|e| SystemError::Other(e.to_string()))?;
-        files::write_atomic(&self.state_file(), format!("{text}\n").as_bytes(), 0o600)
+        files::write_atomic(
+            &self.state_file(),
+            format!("{text}\n").as_bytes(),
+            0o600,
+            Durability::Durable,
+        )
     }
 }
