@@ -52,6 +52,18 @@ fn line(out: &mut String, i: &Item, verbose: bool) {
         i.kind.to_string(),
         i.id
     );
+    // A multi-line value (the nft table diff) goes below, indented.
+    if let Some(a) = i
+        .after
+        .as_ref()
+        .filter(|a| a.contains('\n') && i.action != Action::Ok)
+    {
+        out.push('\n');
+        for l in a.lines() {
+            let _ = writeln!(out, "          {l}");
+        }
+        return;
+    }
     match (i.action, &i.before, &i.after) {
         (Action::Update, Some(b), Some(a)) => {
             let _ = write!(out, "  ({b} -> {a})");
