@@ -81,6 +81,8 @@ pub struct Uplink {
     pub ipv4: Option<Transit<Ipv4Net, Ipv4Addr>>,
     pub ipv6: Option<Transit<Ipv6Net, Ipv6Addr>>,
     pub peer_asn: Asn,
+    /// Where the BGP session's password is kept (logical path).
+    pub password_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

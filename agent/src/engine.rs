@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::desired::Desired;
 use crate::observed::Observed;
-use crate::plan::{self, resolve, Op, Plan, ResolveError, Target, Template};
+use crate::plan::{self, resolve, BgpInputs, Op, Plan, ResolveError, Target, Template};
 use crate::state::{OwnedAddress, State};
 use crate::system::{Query, System, SystemError};
 
@@ -98,8 +98,8 @@ pub fn observe(
     state: Option<State>,
 ) -> Result<(Target, Observed), EngineError> {
     let links = sys.links()?;
-    let template = read_template(sys, d)?;
-    let target = resolve(d, &links, template.as_ref())?;
+    let inputs = read_bgp_inputs(sys, d)?;
+    let target = resolve(d, &links, &inputs)?;
     let state = match state {
         Some(s) => s,
         None => sys.load_state()?,
@@ -116,16 +116,38 @@ pub fn observe(
     Ok((target, observed))
 }
 
-/// The BIRD template override, when `<templates_dir>/bird.conf.j2` exists.
-pub fn read_template(sys: &mut dyn System, d: &Desired) -> Result<Option<Template>, EngineError> {
+/// The BIRD template override (when `<templates_dir>/bird.conf.j2` exists)
+/// and the uplinks' BGP passwords (from their password_file).
+pub fn read_bgp_inputs(sys: &mut dyn System, d: &Desired) -> Result<BgpInputs, EngineError> {
     let Some(bgp) = &d.bgp else {
-        return Ok(None);
+        return Ok(BgpInputs::default());
     };
     let path = bgp.templates_dir.join(crate::bgp::render::TEMPLATE_NAME);
-    Ok(sys.read_file(&path)?.map(|text| Template {
+    let template = sys.read_file(&path)?.map(|text| Template {
         label: path.display().to_string(),
         text,
-    }))
+    });
+    let mut passwords = Vec::new();
+    for u in &d.uplinks {
+        passwords.push(match &u.password_file {
+            None => None,
+            Some(f) => {
+                let text = sys.read_file(f)?.ok_or_else(|| {
+                    EngineError::Refused(format!(
+                        "uplink '{}': password_file {} does not exist (below --root); create it (mode 0600) or drop password_file",
+                        u.name,
+                        f.display()
+                    ))
+                })?;
+                // One line; trailing newline from `echo` is not part of the secret.
+                Some(text.trim_end_matches(['\n', '\r']).to_string())
+            }
+        });
+    }
+    Ok(BgpInputs {
+        template,
+        passwords,
+    })
 }
 
 /// Refuses sysctls that are not per network namespace when running inside

@@ -85,6 +85,9 @@ enum Command {
     Render {
         #[arg(value_enum)]
         what: RenderWhat,
+        /// Print BGP passwords as they are (by default they show as <redacted>)
+        #[arg(long)]
+        show_secrets: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -208,7 +211,11 @@ fn main() -> ExitCode {
         Command::Apply(w) => converge(Mode::Apply, "apply", &w.common, Some(w)),
         Command::Verify(w) => converge(Mode::Verify, "verify", &w.common, Some(w)),
         Command::Status(c) => converge(Mode::Status, "status", c, None),
-        Command::Render { what, common } => render(*what, common),
+        Command::Render {
+            what,
+            show_secrets,
+            common,
+        } => render(*what, *show_secrets, common),
         Command::Doctor(c) => doctor(c),
     }
 }
@@ -247,7 +254,7 @@ fn doctor(c: &Common) -> ExitCode {
     ExitCode::from(r.exit_code() as u8)
 }
 
-fn render(what: RenderWhat, c: &Common) -> ExitCode {
+fn render(what: RenderWhat, show_secrets: bool, c: &Common) -> ExitCode {
     init_logs(c.verbose);
     let desired = match load(c, "render") {
         Ok(d) => d,
@@ -276,7 +283,16 @@ fn render(what: RenderWhat, c: &Common) -> ExitCode {
             };
             match engine::observe(&mut sys, &desired, None) {
                 Ok((target, _)) => {
-                    print!("{}", target.bird.map(|b| b.content).unwrap_or_default());
+                    let text = target.bird.map(|b| b.content).unwrap_or_default();
+                    // BGP passwords stay out of terminals and logs unless asked for.
+                    print!(
+                        "{}",
+                        if show_secrets {
+                            text
+                        } else {
+                            underlay::bgp::redact(&text)
+                        }
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(c, "render", e.to_string(), None),

@@ -486,3 +486,96 @@ fn overlay_profile_owns_one_nft_table_and_leaves_the_others() {
     assert!(!listed.status.success(), "our table was removed");
     assert_eq!(foreign(), before, "the foreign nat table is untouched");
 }
+
+#[test]
+fn bgp_password_reaches_bird_only() {
+    let lab = Lab::new();
+    let role = Path::new(ROLE);
+    let secret = "t0p-s3cret-md5";
+    let facts = host_facts(&["tor-a", "tor-b"]).replace(
+        "peer_asn = 65001\n",
+        "peer_asn = 65001\npassword_file = \"/etc/underlay/secrets/tor-a\"\n",
+    );
+    let host = lab.write_host("host.toml", &facts);
+    // Missing secret: refused before any change, naming the uplink and file.
+    let (code, out, _) = lab.underlay("apply", role, &host);
+    assert_eq!(code, 1);
+    assert!(
+        out["error"]
+            .as_str()
+            .unwrap()
+            .contains("uplink 'tor-a': password_file /etc/underlay/secrets/tor-a"),
+        "{out}"
+    );
+    assert!(!lab.root().join("etc/bird").exists());
+
+    std::fs::create_dir_all(lab.root().join("etc/underlay/secrets")).unwrap();
+    std::fs::write(
+        lab.root().join("etc/underlay/secrets/tor-a"),
+        format!("{secret}\n"),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_underlay"))
+            .args(args)
+            .args(["--netns", &lab.host, "--root"])
+            .arg(lab.root())
+            .arg("--profile")
+            .arg(role)
+            .arg("--host")
+            .arg(&host)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, json) = run(&["apply", "--json", "-vv"]);
+    assert_eq!(code, Some(0), "{json}");
+    assert!(
+        !json.contains(secret),
+        "the secret leaked into JSON or logs: {json}"
+    );
+    let conf = std::fs::read_to_string(lab.root().join("etc/bird/bird.conf")).unwrap();
+    assert!(
+        conf.contains(&format!("password \"{secret}\";")),
+        "BIRD gets the password"
+    );
+    let (_, plan) = run(&["plan", "-v"]);
+    assert!(!plan.contains(secret), "{plan}");
+    let (code, rendered) = run(&["render", "bird"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        rendered.contains("password \"<redacted>\";") && !rendered.contains(secret),
+        "{rendered}"
+    );
+    let (_, shown) = run(&["render", "bird", "--show-secrets"]);
+    assert!(shown.contains(secret));
+
+    // BIRD rejecting a config whose bad line carries the password: the
+    // excerpt in the error is redacted too.
+    let tdir = lab.root().join("etc/underlay/templates");
+    std::fs::create_dir_all(&tdir).unwrap();
+    std::fs::write(
+        tdir.join("bird.conf.j2"),
+        "router id {{ router_id }};\n{% for s in sessions %}{% if s.password %}bogus password \"{{ s.password }}\";\n{% endif %}{% endfor %}",
+    )
+    .unwrap();
+    let (code, rejected) = run(&["apply", "--json"]);
+    assert_eq!(code, Some(1), "{rejected}");
+    assert!(
+        rejected.contains("BIRD rejected the rendered config"),
+        "{rejected}"
+    );
+    assert!(
+        rejected.contains("<redacted>") && !rejected.contains(secret),
+        "{rejected}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(lab.root().join("etc/bird/bird.conf")).unwrap(),
+        conf,
+        "kept"
+    );
+}

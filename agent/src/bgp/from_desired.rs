@@ -4,8 +4,14 @@
 use super::params::{BfdParams, BgpTimers, BirdParams, BirdUplink, CalicoPeer};
 use crate::desired::{Bgp, Desired};
 
-/// `ifnames`: the resolved interface name of each uplink, in profile order.
-pub fn params(d: &Desired, bgp: &Bgp, ifnames: &[String]) -> BirdParams {
+/// `ifnames`: the resolved interface name of each uplink, in profile order;
+/// `passwords`: each uplink's BGP password, read from its password_file.
+pub fn params(
+    d: &Desired,
+    bgp: &Bgp,
+    ifnames: &[String],
+    passwords: &[Option<String>],
+) -> BirdParams {
     BirdParams {
         router_id: d.service_ipv4.addr(),
         local_asn: d.asn.get(),
@@ -17,7 +23,8 @@ pub fn params(d: &Desired, bgp: &Bgp, ifnames: &[String]) -> BirdParams {
             .uplinks
             .iter()
             .zip(ifnames)
-            .map(|(u, ifname)| BirdUplink {
+            .zip(passwords)
+            .map(|((u, ifname), password)| BirdUplink {
                 name: u.name.clone(),
                 ifname: ifname.clone(),
                 local_v4: u.ipv4.as_ref().map(|t| t.address.addr()),
@@ -25,7 +32,7 @@ pub fn params(d: &Desired, bgp: &Bgp, ifnames: &[String]) -> BirdParams {
                 local_v6: u.ipv6.as_ref().map(|t| t.address.addr()),
                 peer_v6: u.ipv6.as_ref().map(|t| t.peer),
                 peer_asn: u.peer_asn.get(),
-                password: None,
+                password: password.clone(),
             })
             .collect(),
         timers: BgpTimers {

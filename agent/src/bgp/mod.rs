@@ -12,7 +12,7 @@ pub use control::{
     BfdSession, BgpState, BirdClient, ConfigureOutcome, ControlError, ProtocolStatus, Reply,
 };
 pub use params::{BfdParams, BgpTimers, BirdParams, BirdUplink, CalicoPeer};
-pub use render::{bird_identifier, render, render_with, uplink_sessions, RenderError};
+pub use render::{bird_identifier, redact, render, render_with, uplink_sessions, RenderError};
 
 #[cfg(test)]
 mod fixtures;

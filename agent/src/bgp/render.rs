@@ -699,3 +699,37 @@ mod tests {
         );
     }
 }
+
+/// The config with every `password "…"` replaced by `password "<redacted>"`:
+/// for anything a person or a log may see (`render bird`, BIRD's error
+/// excerpts). The file BIRD reads keeps the real value.
+pub fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        match line.find("password \"") {
+            Some(start) => {
+                let open = start + "password \"".len();
+                let close = line[open..].find('"').map_or(line.len(), |c| open + c);
+                out.push_str(&line[..open]);
+                out.push_str("<redacted>");
+                out.push_str(&line[close..]);
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod redact_tests {
+    #[test]
+    fn passwords_are_redacted_and_nothing_else_changes() {
+        let text =
+            "protocol bgp tor_a {\n  password \"s3cr\\x65t\";\n  neighbor 10.0.0.0 as 65001;\n}\n";
+        let r = super::redact(text);
+        assert!(!r.contains("s3cr"), "{r}");
+        assert!(r.contains("  password \"<redacted>\";\n"), "{r}");
+        assert!(r.contains("neighbor 10.0.0.0 as 65001;"));
+        assert_eq!(r.lines().count(), text.lines().count());
+    }
+}

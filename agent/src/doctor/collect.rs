@@ -155,11 +155,11 @@ fn expect_of(d: &Desired, sys: Option<&mut LinuxSystem>, links: &[ObservedLink])
         transit_global_intended: d.nat.mode != NatMode::ScopeLink,
         ..Expect::default()
     };
-    let template = match sys {
-        Some(sys) => crate::engine::read_template(sys, d).ok().flatten(),
-        None => None,
+    let inputs = match sys {
+        Some(sys) => crate::engine::read_bgp_inputs(sys, d).unwrap_or_default(),
+        None => crate::plan::BgpInputs::default(),
     };
-    match crate::plan::resolve(d, links, template.as_ref()) {
+    match crate::plan::resolve(d, links, &inputs) {
         Ok(t) => {
             e.uplinks = t
                 .links

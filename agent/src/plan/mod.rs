@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::desired::{RuleSpec, SysctlKey};
 use crate::observed::{Observed, Scope};
-pub use target::{resolve, BirdTarget, ResolveError, Target, Template};
+pub use target::{resolve, BgpInputs, BirdTarget, ResolveError, Target, Template};
 
 /// One change to the system. Recorded by the fake system in tests; never raw
 /// netlink bytes.

@@ -59,6 +59,27 @@ pub struct Template {
     pub text: String,
 }
 
+/// What rendering the BIRD config needs from files: read during observation,
+/// so resolving and planning stay pure.
+#[derive(Clone, Default)]
+pub struct BgpInputs {
+    pub template: Option<Template>,
+    /// Per uplink, in profile order: the password from its password_file.
+    pub passwords: Vec<Option<String>>,
+}
+
+impl std::fmt::Debug for BgpInputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BgpInputs")
+            .field("template", &self.template)
+            .field(
+                "passwords",
+                &format_args!("<{} redacted>", self.passwords.iter().flatten().count()),
+            )
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkTarget {
     pub index: u32,
@@ -132,7 +153,7 @@ fn find_link<'a>(links: &'a [ObservedLink], m: &NicMatch) -> Option<&'a Observed
 pub fn resolve(
     d: &Desired,
     links: &[ObservedLink],
-    template: Option<&Template>,
+    inputs: &BgpInputs,
 ) -> Result<Target, ResolveError> {
     let lo = links
         .iter()
@@ -256,7 +277,10 @@ pub fn resolve(
     });
     if let Some(bgp) = &d.bgp {
         let ifnames: Vec<String> = t.links.iter().skip(1).map(|l| l.ifname.clone()).collect();
-        let params = crate::bgp::from_desired::params(d, bgp, &ifnames);
+        let mut passwords = inputs.passwords.clone();
+        passwords.resize(d.uplinks.len(), None);
+        let params = crate::bgp::from_desired::params(d, bgp, &ifnames, &passwords);
+        let template = inputs.template.as_ref();
         let content = crate::bgp::render_with(
             &params,
             template.map(|t| (t.label.as_str(), t.text.as_str())),

@@ -269,6 +269,10 @@ pub struct UplinkInput {
     pub peer_asn: Asn,
     #[serde(default)]
     pub mtu: Option<Spanned<u32>>,
+    /// File (below --root) holding the BGP MD5 password for this session.
+    /// The password itself never goes into a profile, a log or an output.
+    #[serde(default)]
+    pub password_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

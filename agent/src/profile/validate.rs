@@ -539,6 +539,18 @@ fn uplinks(
                 ipv4: ipv4.flatten(),
                 ipv6: ipv6.flatten(),
                 peer_asn: u.peer_asn,
+                password_file: u.password_file.as_ref().and_then(|f| {
+                    if f.get_ref().starts_with('/') {
+                        Some(f.get_ref().into())
+                    } else {
+                        p.push(src.problem(
+                            format!("uplinks[{i}].password_file"),
+                            &f.span(),
+                            format!("found '{}', expected an absolute path such as /etc/underlay/secrets/{name}.password", f.get_ref()),
+                        ));
+                        None
+                    }
+                }),
             });
         }
     }

@@ -44,7 +44,10 @@ pub async fn alive(socket: &Path) -> bool {
 pub async fn check(content: &str) -> Result<(), SystemError> {
     match parse_check(&bird_binary(), content).await {
         Ok(()) => Ok(()),
-        Err(CheckError::Rejected(e)) => Err(SystemError::BirdRejected(e.to_string())),
+        // BIRD's excerpt quotes rendered lines, which may hold a password.
+        Err(CheckError::Rejected(e)) => Err(SystemError::BirdRejected(crate::bgp::redact(
+            &e.to_string(),
+        ))),
         Err(other) => Err(SystemError::Other(format!(
             "checking the BIRD config: {other}"
         ))),
