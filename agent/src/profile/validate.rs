@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use std::net::IpAddr;
+
 use ipnet::{IpNet, Ipv4Net};
 
 use super::input::{HostInput, NicInput, RoleInput, SysctlValueInput, TransitInput};
@@ -583,24 +585,8 @@ fn transit_v4(
             &t.address.span(),
             format!("found {addr}, which is the network or broadcast address of its /30; use .1 or .2 of the block"),
         ));
-    } else if !addr.contains(&peer) {
-        p.push(src.problem(
-            format!("uplinks[{i}].ipv4.peer"),
-            &t.peer.span(),
-            format!(
-                "found {peer}, expected the ToR's address inside {}",
-                addr.trunc()
-            ),
-        ));
-    } else if peer == addr.addr() {
-        p.push(src.problem(
-            format!("uplinks[{i}].ipv4.peer"),
-            &t.peer.span(),
-            format!(
-                "found {peer}, which is our own transit address; expected the ToR's address in {}",
-                addr.trunc()
-            ),
-        ));
+    } else if let Some(why) = peer_problem(IpNet::V4(addr), IpAddr::V4(peer)) {
+        p.push(src.problem(format!("uplinks[{i}].ipv4.peer"), &t.peer.span(), why));
     } else if addr.prefix_len() == 30 && (peer == addr.network() || peer == addr.broadcast()) {
         p.push(src.problem(
             format!("uplinks[{i}].ipv4.peer"),
@@ -612,6 +598,23 @@ fn transit_v4(
         address: addr,
         peer,
     })
+}
+
+/// The ToR's address must be inside the transit subnet and not ours.
+fn peer_problem(net: IpNet, peer: IpAddr) -> Option<String> {
+    if !net.contains(&peer) {
+        Some(format!(
+            "found {peer}, expected the ToR's address inside {}",
+            net.trunc()
+        ))
+    } else if peer == net.addr() {
+        Some(format!(
+            "found {peer}, which is our own transit address; expected the ToR's address in {}",
+            net.trunc()
+        ))
+    } else {
+        None
+    }
 }
 
 fn transit_v6(
@@ -629,21 +632,8 @@ fn transit_v6(
             &t.address.span(),
             format!("found {addr}, expected a prefix length between /64 and /127 for a point-to-point link"),
         ));
-    } else if !addr.contains(&peer) {
-        p.push(src.problem(
-            format!("uplinks[{i}].ipv6.peer"),
-            &t.peer.span(),
-            format!(
-                "found {peer}, expected the ToR's address inside {}",
-                addr.trunc()
-            ),
-        ));
-    } else if peer == addr.addr() {
-        p.push(src.problem(
-            format!("uplinks[{i}].ipv6.peer"),
-            &t.peer.span(),
-            format!("found {peer}, which is our own transit address; expected the ToR's address"),
-        ));
+    } else if let Some(why) = peer_problem(IpNet::V6(addr), IpAddr::V6(peer)) {
+        p.push(src.problem(format!("uplinks[{i}].ipv6.peer"), &t.peer.span(), why));
     }
     (p.len() == before).then_some(Transit {
         address: addr,
