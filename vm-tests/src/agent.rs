@@ -1,15 +1,16 @@
 //! Converging a lab host: the host facts file, running `underlay apply` in the
-//! host namespace, and checking that the agent really configured the host.
-//! `bootstrap_host_net_until_agent` (behind `up --no-agent`) does the agent's
-//! network part from the lab while the agent cannot yet.
+//! host namespace, checking that the agent really configured the host
+//! (addresses, rules, sysctls and the host BIRD config it renders), and the
+//! readiness gates of `underlay verify --wait`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
 
-use crate::cmd::{self, ip};
-use crate::plan::{Host, Lab, EXPECTED_RULES, HOST_TABLE, RULE_PROTOCOL};
+use crate::cmd;
+use crate::plan::{Host, Lab, EXPECTED_RULES, RULE_PROTOCOL};
 
 /// The role profile in the repository, found from this crate's sources.
 pub fn default_profile() -> PathBuf {
@@ -50,8 +51,12 @@ pub fn find_agent_bin() -> Result<PathBuf> {
     }
     bail!(
         "the `underlay` agent binary was not found (tried UNDERLAY_BIN, {}); build it with \
-         `cargo build -p underlay`, or run `underlay-lab up --no-agent` to bootstrap hosts from the lab",
-        tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+         `cargo build --release -p underlay` (or set UNDERLAY_BIN)",
+        tried
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }
 
@@ -85,15 +90,30 @@ pub fn render_host_facts(h: &Host) -> String {
     s
 }
 
-/// Runs `underlay apply` for one host and checks the result on the kernel.
-/// Returns the agent's JSON report (or `null` if it printed none).
-pub fn apply(lab: &Lab, h: &Host, agent: &Path, profile: &Path) -> Result<serde_json::Value> {
+/// One run of the agent: exit code, output, and the JSON document it printed
+/// (`null` when stdout was not JSON).
+pub struct AgentRun {
+    pub command: String,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub json: serde_json::Value,
+}
+
+impl AgentRun {
+    /// stdout and stderr, for error messages and evidence.
+    pub fn text(&self) -> String {
+        format!("{}\n{}", self.stdout.trim(), self.stderr.trim())
+            .trim()
+            .to_string()
+    }
+}
+
+/// The `--profile/--host/--netns/--root` arguments every agent verb gets.
+fn common_args(lab: &Lab, h: &Host, profile: &Path) -> Vec<String> {
     let facts = h.facts_file(lab);
-    crate::bird::write_if_changed(&facts, &render_host_facts(h))?;
     let root = h.root(lab);
-    std::fs::create_dir_all(&root)?;
-    let args = [
-        "apply",
+    [
         "--profile",
         &profile.to_string_lossy(),
         "--host",
@@ -102,47 +122,95 @@ pub fn apply(lab: &Lab, h: &Host, agent: &Path, profile: &Path) -> Result<serde_
         &h.netns,
         "--root",
         &root.to_string_lossy(),
-        "--json",
     ]
-    .map(|s| s.to_string());
+    .map(|s| s.to_string())
+    .to_vec()
+}
+
+/// Runs `underlay <verb> <common args> <extra>` and returns what it said,
+/// whatever the exit code.
+pub fn run_agent(
+    lab: &Lab,
+    h: &Host,
+    agent: &Path,
+    profile: &Path,
+    verb: &str,
+    extra: &[&str],
+) -> Result<AgentRun> {
+    let mut args = vec![verb.to_string()];
+    args.extend(common_args(lab, h, profile));
+    args.extend(extra.iter().map(|s| s.to_string()));
     let out = std::process::Command::new(agent)
         .args(&args)
         .output()
         .with_context(|| format!("cannot run the agent {}", agent.display()))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    std::fs::write(h.dir(lab).join("apply.json"), stdout.as_bytes())?;
-    std::fs::write(h.dir(lab).join("apply.stderr"), stderr.as_bytes())?;
-    if !out.status.success() {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    Ok(AgentRun {
+        command: format!("{} {}", agent.display(), args.join(" ")),
+        code: out.status.code(),
+        json: serde_json::from_str(stdout.trim()).unwrap_or(serde_json::Value::Null),
+        stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// `underlay apply --json` for one host, whatever its outcome (scenarios that
+/// expect a failure use this). Writes the host facts first.
+pub fn run_apply(lab: &Lab, h: &Host, agent: &Path, profile: &Path) -> Result<AgentRun> {
+    crate::bird::write_if_changed(&h.facts_file(lab), &render_host_facts(h))?;
+    std::fs::create_dir_all(h.root(lab))?;
+    let run = run_agent(lab, h, agent, profile, "apply", &["--json"])?;
+    std::fs::write(h.dir(lab).join("apply.json"), run.stdout.as_bytes())?;
+    std::fs::write(h.dir(lab).join("apply.stderr"), run.stderr.as_bytes())?;
+    Ok(run)
+}
+
+/// Runs `underlay apply` for one host and checks the result on the kernel and
+/// that the agent rendered the host BIRD config. Returns the agent's JSON
+/// report (or `null` if it printed none).
+pub fn apply(lab: &Lab, h: &Host, agent: &Path, profile: &Path) -> Result<serde_json::Value> {
+    let run = run_apply(lab, h, agent, profile)?;
+    if run.code != Some(0) {
         bail!(
-            "`{} {}` failed ({}) for {}: {}{}",
-            agent.display(),
-            args.join(" "),
-            out.status,
+            "`{}` failed (exit {}) for {}: {}{}",
+            run.command,
+            run.code
+                .map(|c| c.to_string())
+                .unwrap_or("by signal".into()),
             h.name,
-            if stderr.trim().is_empty() {
+            if run.stderr.trim().is_empty() {
                 "(nothing on stderr)"
             } else {
-                stderr.trim()
+                run.stderr.trim()
             },
-            if stdout.trim().is_empty() {
+            if run.stdout.trim().is_empty() {
                 String::new()
             } else {
-                format!("\nstdout: {}", stdout.trim())
+                format!("\nstdout: {}", run.stdout.trim())
             }
         );
     }
-    let report = serde_json::from_str(stdout.trim()).unwrap_or(serde_json::Value::Null);
+    let report = run.json;
     let missing = missing_agent_state(h)?;
     if !missing.is_empty() {
         bail!(
             "`underlay apply` exited 0 for {} but the host is not converged; missing: {}.\n  \
-             The agent ({}) does not configure this yet (json output: {}). \
-             Use `underlay-lab up --no-agent` to bootstrap hosts from the lab meanwhile.",
+             The agent ({}) does not configure this (json output: {}).",
             h.name,
             missing.join("; "),
             agent.display(),
             if report.is_null() { "none" } else { "present" }
+        );
+    }
+    let conf = h.bird_conf(lab);
+    if !conf.is_file() {
+        bail!(
+            "`underlay apply` exited 0 for {} but did not write the host BIRD config {}: the lab \
+             has no config of its own for the host BIRD any more. Check the profile's [bgp] \
+             section (config_path = \"/etc/bird/bird.conf\") and the agent's output in {}",
+            h.name,
+            conf.display(),
+            h.dir(lab).join("apply.json").display()
         );
     }
     Ok(report)
@@ -200,10 +268,14 @@ pub fn missing_agent_state(h: &Host) -> Result<Vec<String>> {
     let rules = cmd::ip_json(&h.netns, &["rule", "show"])?;
     for (prio, table) in EXPECTED_RULES {
         let found = rules.as_array().into_iter().flatten().any(|r| {
-            r["priority"].as_u64() == Some(u64::from(prio)) && r["table"].as_str() == Some(table)
+            r["priority"].as_u64() == Some(u64::from(prio))
+                && r["table"].as_str() == Some(table)
+                && r["protocol"].as_str() == Some(RULE_PROTOCOL.to_string().as_str())
         });
         if !found {
-            missing.push(format!("ip rule priority {prio} lookup {table}"));
+            missing.push(format!(
+                "ip rule priority {prio} lookup {table} protocol {RULE_PROTOCOL}"
+            ));
         }
     }
     if cmd::read_sysctl(&h.netns, "net.ipv4.ip_forward")? != "1" {
@@ -212,73 +284,155 @@ pub fn missing_agent_state(h: &Host) -> Result<Vec<String>> {
     Ok(missing)
 }
 
-/// The agent's network part, done by the lab UNTIL the agent does it (only with
-/// `up --no-agent`): service IP, transit addresses (scope link), MTU, uplinks
-/// up, the two rules with protocol 211, sysctls. Delete once `underlay apply`
-/// converges a lab host on its own.
-pub fn bootstrap_host_net_until_agent(h: &Host) -> Result<()> {
-    let ns = h.netns.as_str();
-    let sysctls = [
-        ("net.ipv4.ip_forward", "1"),
-        ("net.ipv4.fib_multipath_hash_policy", "1"),
-        ("net.ipv4.conf.all.rp_filter", "0"),
-        ("net.ipv4.conf.all.arp_ignore", "1"),
-        ("net.ipv4.conf.all.arp_announce", "2"),
-    ];
-    for (k, v) in sysctls {
-        cmd::sysctl(ns, k, v)?;
+/// One readiness gate as `underlay verify --wait --json` reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Gate {
+    pub name: String,
+    pub passed: bool,
+    #[serde(default)]
+    pub evidence: String,
+}
+
+/// A host's readiness after `up`: from the agent's gates, or from the lab's
+/// own wait when the agent binary has no `verify --wait`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Readiness {
+    /// `underlay verify --wait` or `lab` (the lab's own wait).
+    pub by: String,
+    pub passed: bool,
+    /// Time to ready as the agent measured it (`gates.elapsed_ms`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub elapsed_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<Gate>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+pub const READY_BY_AGENT: &str = "underlay verify --wait";
+pub const READY_BY_LAB: &str = "lab";
+
+impl Readiness {
+    pub fn file(lab: &Lab, h: &Host) -> PathBuf {
+        h.dir(lab).join("readiness.json")
     }
-    ip(
-        ns,
-        &[
-            "addr",
-            "replace",
-            &format!("{}/32", h.service_ip),
-            "dev",
-            "lo",
-        ],
-    )?;
-    for u in &h.uplinks {
-        cmd::sysctl(ns, &format!("net.ipv4.conf.{}.rp_filter", u.host_if), "2")?;
-        ip(ns, &["link", "set", "dev", &u.host_if, "mtu", "9000", "up"])?;
-        ip(
-            ns,
-            &[
-                "addr",
-                "replace",
-                &format!("{}/31", u.host_addr),
-                "dev",
-                &u.host_if,
-                "scope",
-                "link",
-            ],
+    pub fn save(&self, lab: &Lab, h: &Host) -> Result<()> {
+        std::fs::write(
+            Readiness::file(lab, h),
+            serde_json::to_string_pretty(self)? + "\n",
         )?;
+        Ok(())
     }
-    let proto = RULE_PROTOCOL.to_string();
-    let table = HOST_TABLE.to_string();
-    let rules: [(&str, Vec<&str>); 2] = [
-        (
-            "30000",
-            vec!["lookup", "main", "suppress_prefixlength", "0"],
-        ),
-        ("30001", vec!["lookup", &table]),
-    ];
-    let existing = cmd::ip_json(ns, &["rule", "show"])?;
-    for (prio, lookup) in rules {
-        let present = existing
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|r| r["priority"].as_u64().map(|p| p.to_string()).as_deref() == Some(prio));
-        if present {
-            continue;
-        }
-        let mut a = vec!["rule", "add", "priority", prio];
-        a.extend(lookup);
-        a.extend(["protocol", proto.as_str()]);
-        ip(ns, &a)?;
+    pub fn load(lab: &Lab, h: &Host) -> Option<Readiness> {
+        serde_json::from_str(&std::fs::read_to_string(Readiness::file(lab, h)).ok()?).ok()
     }
-    Ok(())
+    /// The failed gates (or the note), for an error message.
+    pub fn failures(&self) -> String {
+        let failed: Vec<String> = self
+            .gates
+            .iter()
+            .filter(|g| !g.passed)
+            .map(|g| format!("{}: {}", g.name, g.evidence))
+            .collect();
+        let mut parts = failed;
+        parts.extend(self.note.clone());
+        parts.join("; ")
+    }
+}
+
+/// What one `underlay verify --wait` run came to.
+pub enum VerifyWait {
+    /// The agent binary does not know `--wait` yet (clap's exit 2,
+    /// "unexpected argument"): the caller falls back to its own wait.
+    Unsupported(String),
+    Done(Readiness),
+}
+
+/// Starts `underlay verify --wait --wait-timeout SECS --json` for one host
+/// (the hosts converge concurrently, so every host's run starts at once).
+pub fn spawn_verify_wait(
+    lab: &Lab,
+    h: &Host,
+    agent: &Path,
+    profile: &Path,
+    timeout: std::time::Duration,
+) -> Result<std::process::Child> {
+    let mut args = vec!["verify".to_string()];
+    args.extend(common_args(lab, h, profile));
+    args.extend(
+        [
+            "--wait",
+            "--wait-timeout",
+            &timeout.as_secs().max(1).to_string(),
+            "--json",
+        ]
+        .map(String::from),
+    );
+    std::process::Command::new(agent)
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run the agent {}", agent.display()))
+}
+
+pub fn finish_verify_wait(lab: &Lab, h: &Host, child: std::process::Child) -> Result<VerifyWait> {
+    let out = child.wait_with_output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    std::fs::write(h.dir(lab).join("verify.json"), stdout.as_bytes())?;
+    std::fs::write(h.dir(lab).join("verify.stderr"), stderr.as_bytes())?;
+    Ok(parse_verify_wait(out.status.code(), &stdout, &stderr))
+}
+
+/// Interprets `underlay verify --wait --json`: exit 0 ready, 3 a gate (or the
+/// host) failed, 2 with "unexpected argument" = no `--wait` in this binary.
+pub fn parse_verify_wait(code: Option<i32>, stdout: &str, stderr: &str) -> VerifyWait {
+    if code == Some(2) && stderr.contains("unexpected argument") {
+        let line = stderr
+            .lines()
+            .find(|l| l.contains("unexpected argument"))
+            .unwrap_or("unexpected argument")
+            .trim()
+            .to_string();
+        return VerifyWait::Unsupported(line);
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(stdout.trim()).unwrap_or(serde_json::Value::Null);
+    let g = &json["gates"];
+    let gates: Vec<Gate> = g["gates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| serde_json::from_value(x.clone()).ok())
+        .collect();
+    let passed = code == Some(0) && g["passed"].as_bool().unwrap_or(true);
+    let note = if g.is_null() {
+        Some(format!(
+            "exit {}; no \"gates\" in the JSON output{}",
+            code.map(|c| c.to_string()).unwrap_or("by signal".into()),
+            json["error"]
+                .as_str()
+                .map(|e| format!(": {e}"))
+                .or_else(|| (!stderr.trim().is_empty()).then(|| format!(": {}", stderr.trim())))
+                .unwrap_or_default()
+        ))
+    } else if code != Some(0) && code != Some(3) {
+        Some(format!(
+            "exit {}: {}",
+            code.map(|c| c.to_string()).unwrap_or("by signal".into()),
+            json["error"].as_str().unwrap_or(stderr.trim())
+        ))
+    } else {
+        None
+    };
+    VerifyWait::Done(Readiness {
+        by: READY_BY_AGENT.to_string(),
+        passed,
+        elapsed_ms: g["elapsed_ms"].as_u64(),
+        gates,
+        note,
+    })
 }
 
 #[cfg(test)]
@@ -287,7 +441,7 @@ mod tests {
 
     #[test]
     fn host_facts_follow_the_example_format() {
-        let lab = Lab::new(Path::new("/tmp/x"), "ul-", 2, false).unwrap();
+        let lab = Lab::new(Path::new("/tmp/x"), "ul-", 2).unwrap();
         let f = render_host_facts(&lab.host(2));
         assert!(f.contains("hostname = \"h2\""));
         assert!(f.contains("asn = 65102"));
@@ -296,5 +450,31 @@ mod tests {
         assert!(f.contains("ipv4 = { address = \"172.30.5.1/31\", peer = \"172.30.5.0\" }"));
         assert!(f.contains("peer_asn = 65002"));
         assert!(f.contains("rack = \"r02\""));
+    }
+
+    #[test]
+    fn verify_wait_without_wait_support_is_detected() {
+        let err = "error: unexpected argument '--wait' found\n\nUsage: underlay verify";
+        match parse_verify_wait(Some(2), "", err) {
+            VerifyWait::Unsupported(l) => assert!(l.contains("--wait"), "{l}"),
+            VerifyWait::Done(_) => panic!("not detected"),
+        }
+    }
+
+    #[test]
+    fn verify_wait_gates_are_read() {
+        let out = r#"{"changed":false,"gates":{"passed":false,"elapsed_ms":60012,"gates":[{"name":"uplinks-up","passed":true,"evidence":"eth0, eth1 up"},{"name":"bgp-established","passed":false,"evidence":"tor_b Active"}]}}"#;
+        let VerifyWait::Done(r) = parse_verify_wait(Some(3), out, "") else {
+            panic!("unsupported?")
+        };
+        assert!(!r.passed);
+        assert_eq!(r.elapsed_ms, Some(60012));
+        assert_eq!(r.gates.len(), 2);
+        assert_eq!(r.failures(), "bgp-established: tor_b Active");
+        let ok = r#"{"gates":{"passed":true,"elapsed_ms":812,"gates":[]}}"#;
+        let VerifyWait::Done(r) = parse_verify_wait(Some(0), ok, "") else {
+            panic!("unsupported?")
+        };
+        assert!(r.passed && r.note.is_none());
     }
 }

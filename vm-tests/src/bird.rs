@@ -1,6 +1,6 @@
-//! BIRD 2 in the lab: the ToR and Calico-role configs (the lab's own), the
-//! host config until the agent renders it, process start/reload/stop by
-//! pidfile, and reading session state over the control socket with `birdc`.
+//! BIRD 2 in the lab: the ToR and Calico-role configs (the lab's own; the host
+//! BIRD's config is rendered by `underlay apply`), process start/reload/stop
+//! by pidfile, and reading session state over the control socket with `birdc`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -12,15 +12,13 @@ use serde::Serialize;
 use crate::cmd;
 use crate::plan::{Host, Lab, Tor, CLIENT_SUBNET, POD_BLOCK_LEN};
 
-/// First line of every config the lab writes. A host config without it was
-/// rendered by the agent and is never overwritten.
+/// First line of every BIRD config the lab writes (ToRs, Calico role).
 pub const LAB_MARKER: &str = "# written by underlay-lab";
 
 /// Timers shared by every BGP session in the lab: hold 9/keepalive 3, and short
 /// connect/error delays (BIRD's defaults of 5 s connect delay and 60 s error
 /// wait made the second ECMP path appear late and failover recovery slow).
-const BGP_TIMERS: &str = "\
-  hold time 9;
+const BGP_TIMERS: &str = "  hold time 9;
   keepalive time 3;
   connect delay time 1;
   connect retry time 2;
@@ -290,84 +288,31 @@ pub fn render_tor_conf(lab: &Lab, tor: Tor) -> String {
 }
 
 /// Calico's BIRD, as far as the host BIRD can tell: its own router id, listens
-/// on 127.0.0.2:1179, syncs `main` (kernel protocol without a table option),
-/// announces the pod block from a blackhole static route, peers only with the
-/// host BIRD (iBGP, same ASN).
-pub fn render_calico_conf(h: &Host) -> String {
+/// on 127.0.0.2:1179, syncs `main` (kernel protocol without a table option)
+/// with the kernel settings of Calico's own bird.cfg template (`learn`,
+/// `persist`, `scan time 2`), announces the pod block from a blackhole static
+/// route, peers only with the host BIRD (iBGP, same ASN). `extra` are more
+/// blackhole routes in `pod_blocks` (the churn of the table-fight scenarios,
+/// like Calico IPAM allocating and releasing blocks).
+pub fn render_calico_conf(h: &Host, extra: &[String]) -> String {
+    let mut routes = format!("  route {} blackhole;\n", h.pod_block_cidr());
+    for r in extra {
+        let _ = writeln!(routes, "  route {r} blackhole;");
+    }
     format!(
         "{LAB_MARKER}: Calico-role BIRD of {name}\n\
          router id {rid};\n\
          log stderr all;\n\n\
          protocol device {{ scan time 10; }}\n\n\
-         # Like Calico: syncs main, only our own blackhole routes.\n\
-         protocol kernel {{\n  ipv4 {{ import none; export where proto = \"pod_blocks\"; }};\n}}\n\n\
-         protocol static pod_blocks {{\n  ipv4;\n  route {block} blackhole;\n}}\n\n\
+         # Like Calico (its bird.cfg template): syncs main, learns alien routes,\n\
+         # keeps routes on exit, scans every 2 s; exports only our blackhole routes.\n\
+         protocol kernel {{\n  learn;\n  persist;\n  scan time 2;\n  ipv4 {{ import all; export where proto = \"pod_blocks\"; }};\n}}\n\n\
+         protocol static pod_blocks {{\n  ipv4;\n{routes}}}\n\n\
          protocol bgp host_bird {{\n  local 127.0.0.2 port 1179 as {asn};\n  neighbor 127.0.0.1 port 179 as {asn};\n  multihop;\n{BGP_TIMERS}  ipv4 {{ import none; export where proto = \"pod_blocks\"; next hop self; }};\n}}\n",
         name = h.name,
         rid = h.calico_router_id,
-        block = h.pod_block_cidr(),
         asn = h.asn,
     )
-}
-
-/// The host BIRD's config, written by the lab UNTIL the agent renders it
-/// (DESIGN.md "BGP tiering"). Delete this function once `underlay apply`
-/// writes `<root>/etc/bird/bird.conf`: `ensure_host_bird_conf` already keeps
-/// any config that lacks the lab marker.
-pub fn bootstrap_host_bird_conf_until_agent_renders(h: &Host) -> String {
-    let mut c = format!(
-        "{LAB_MARKER}: bootstrap host BIRD of {name} (until the agent renders this file)\n\
-         router id {sip};\n\
-         log stderr all;\n\n\
-         ipv4 table igp_loopback;\n\n\
-         protocol device {{ scan time 10; }}\n\n\
-         {BFD_PROTOCOL}\n\
-         # The service IP, announced while it is on lo.\n\
-         protocol direct service_ip {{\n  ipv4;\n  interface \"lo\";\n}}\n\n\
-         # Resolves the Calico BIRD's loopback next hop (gateway recursive).\n\
-         protocol static loopback_igp {{\n  ipv4 {{ table igp_loopback; }};\n  route 127.0.0.0/8 via \"lo\";\n}}\n\n\
-         # The host table: only ToR-learned routes, ECMP over both ToRs.\n\
-         protocol kernel host_table {{\n  kernel table {table};\n  merge paths on;\n  ipv4 {{\n    import none;\n    export filter {{\n      if proto ~ \"tor_*\" then {{ krt_prefsrc = {sip}; accept; }}\n      reject;\n    }};\n  }};\n}}\n\n\
-         filter to_tors {{\n  if net = {sip}/32 then accept;\n  if proto = \"calico\" && net ~ [ 10.244.0.0/16{{{POD_BLOCK_LEN},{POD_BLOCK_LEN}}} ] then accept;\n  reject;\n}}\n\n\
-         filter from_tors {{\n  if net ~ [ 10.10.0.0/16{{32,32}}, 10.244.0.0/16+ ] then reject;\n  accept;\n}}\n\n\
-         template bgp tor {{\n  local as {asn};\n{BGP_TIMERS}  bfd on;\n  ipv4 {{ import filter from_tors; export filter to_tors; next hop self; }};\n}}\n",
-        name = h.name,
-        sip = h.service_ip,
-        table = crate::plan::HOST_TABLE,
-        asn = h.asn,
-    );
-    for u in &h.uplinks {
-        let _ = write!(
-            c,
-            "\nprotocol bgp {} from tor {{\n  interface \"{}\";\n  local {} as {};\n  neighbor {} as {};\n}}\n",
-            u.tor.name().replace('-', "_"),
-            u.host_if,
-            u.host_addr,
-            h.asn,
-            u.tor_addr,
-            u.tor.asn()
-        );
-    }
-    let _ = write!(
-        c,
-        "\n# Calico's BIRD: iBGP over loopback addresses, pod blocks only.\n\
-         protocol bgp calico {{\n  local 127.0.0.1 port 179 as {asn};\n  neighbor 127.0.0.2 port 1179 as {asn};\n  multihop;\n{BGP_TIMERS}  ipv4 {{\n    gateway recursive;\n    igp table igp_loopback;\n    import where net ~ [ 10.244.0.0/16{{{POD_BLOCK_LEN},32}} ];\n    export none;\n  }};\n}}\n",
-        asn = h.asn,
-    );
-    c
-}
-
-/// Writes the bootstrap host config unless the agent rendered one. Returns
-/// `Some(changed)` when the lab owns the file, `None` when the agent does.
-pub fn ensure_host_bird_conf(lab: &Lab, h: &Host) -> Result<Option<bool>> {
-    let path = h.bird_conf(lab);
-    if let Ok(existing) = std::fs::read_to_string(&path) {
-        if !existing.starts_with(LAB_MARKER) {
-            return Ok(None);
-        }
-    }
-    let text = bootstrap_host_bird_conf_until_agent_renders(h);
-    Ok(Some(write_if_changed(&path, &text)?))
 }
 
 #[cfg(test)]
@@ -409,11 +354,25 @@ calico     BGP        ---        down   16:30:01.123
 
     #[test]
     fn tor_conf_peers_with_every_host() {
-        let lab = Lab::new(Path::new("/tmp/x"), "ul-", 3, false).unwrap();
+        let lab = Lab::new(Path::new("/tmp/x"), "ul-", 3).unwrap();
         let c = render_tor_conf(&lab, Tor::B);
         assert!(c.starts_with(LAB_MARKER));
         assert!(c.contains("neighbor 172.30.7.1 as 65103;"));
         assert!(c.contains("neighbor 172.30.0.0 as 65001;"));
         assert!(c.contains("merge paths on"));
+    }
+
+    #[test]
+    fn calico_conf_is_like_calico_and_churns() {
+        let lab = Lab::new(Path::new("/tmp/x"), "ul-", 2).unwrap();
+        let h = lab.host(2);
+        let c = render_calico_conf(&h, &[]);
+        assert!(c.contains("learn;") && c.contains("persist;") && c.contains("scan time 2;"));
+        assert!(c.contains("route 10.244.2.0/26 blackhole;"));
+        assert!(!c.contains("10.244.2.64/26"));
+        assert!(!c.contains("kernel table"));
+        let c = render_calico_conf(&h, &[h.churn_block_cidr()]);
+        assert!(c.contains("route 10.244.2.64/26 blackhole;"));
+        assert!(c.contains("\n  hold time 9;"));
     }
 }

@@ -28,6 +28,9 @@ pub struct Timing {
 }
 
 pub fn up(lab: &Lab, opts: &UpOptions) -> Result<(LabStatus, Vec<Timing>)> {
+    let mut lab = lab.clone();
+    lab.profile = Some(opts.profile.clone());
+    let lab = &lab;
     if let Ok(old) = Lab::load(&lab.dir) {
         if old.prefix != lab.prefix || old.hosts != lab.hosts {
             bail!(
@@ -50,51 +53,66 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<(LabStatus, Vec<Timing>)> {
     }
 
     let hosts = lab.hosts();
-    if lab.no_agent {
-        for h in &hosts {
-            agent::bootstrap_host_net_until_agent(h)
-                .with_context(|| format!("bootstrap of {} (--no-agent)", h.name))?;
+    let bin = agent::find_agent_bin()?;
+    let mut errors = vec![];
+    for h in &hosts {
+        match agent::apply(lab, h, &bin, &opts.profile) {
+            Ok(report) => eprintln!(
+                "{}: underlay apply converged the host: {} ({})",
+                h.name,
+                agent::summarize(&report),
+                bin.display()
+            ),
+            Err(e) => errors.push(format!("{e:#}")),
         }
-        eprintln!("note: --no-agent: host addresses, rules and sysctls were set by the lab, not by `underlay`");
-    } else {
-        let bin = agent::find_agent_bin()?;
-        let mut errors = vec![];
-        for h in &hosts {
-            match agent::apply(lab, h, &bin, &opts.profile) {
-                Ok(report) => eprintln!(
-                    "{}: underlay apply converged the host: {} ({})",
-                    h.name,
-                    agent::summarize(&report),
-                    bin.display()
-                ),
-                Err(e) => errors.push(format!("{e:#}")),
-            }
-        }
-        if !errors.is_empty() {
-            bail!(
-                "the agent did not converge every host:\n- {}",
-                errors.join("\n- ")
-            );
-        }
+    }
+    if !errors.is_empty() {
+        bail!(
+            "the agent did not converge every host:\n- {}",
+            errors.join("\n- ")
+        );
     }
 
     for h in &hosts {
         let c = Bird::calico(lab, h);
-        bird::write_if_changed(&c.conf, &bird::render_calico_conf(h))?;
+        bird::write_if_changed(&c.conf, &bird::render_calico_conf(h, &[]))?;
         c.start_or_reload()?;
     }
     let t0 = Instant::now();
     for h in &hosts {
-        match bird::ensure_host_bird_conf(lab, h)? {
-            Some(_) => {}
-            None => eprintln!(
-                "{}: using the host BIRD config rendered by the agent",
-                h.name
-            ),
-        }
+        // `agent::apply` refused a host whose config the agent did not write.
+        eprintln!(
+            "{}: using the host BIRD config rendered by the agent ({})",
+            h.name,
+            h.bird_conf(lab).display()
+        );
         Bird::host(lab, h).start_or_reload()?;
     }
+    // The agent's readiness gates and the lab's own timings, side by side.
+    let mut children = vec![];
+    for h in &hosts {
+        children.push(agent::spawn_verify_wait(
+            lab,
+            h,
+            &bin,
+            &opts.profile,
+            opts.timeout,
+        )?);
+    }
     let timings = wait_converged(lab, t0, opts.timeout);
+    let readiness = agent_readiness(lab, &bin, children)?;
+    if readiness.is_none() {
+        for (h, t) in hosts.iter().zip(&timings) {
+            let r = agent::Readiness {
+                by: agent::READY_BY_LAB.to_string(),
+                passed: t.converged.is_some(),
+                elapsed_ms: None,
+                gates: vec![],
+                note: Some("the agent has no `verify --wait`; the lab waited itself".into()),
+            };
+            r.save(lab, h)?;
+        }
+    }
     let st = status::collect(lab);
     if !st.converged() {
         let bad: Vec<String> = st
@@ -127,6 +145,59 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<(LabStatus, Vec<Timing>)> {
         );
     }
     Ok((st, timings))
+}
+
+/// Readiness the agent's way: the `underlay verify --wait --json` runs started
+/// for every host at once (`children`, in host order). `None` when the agent binary has no `--wait` yet (the caller's own
+/// wait then decides). A gate that failed is an error naming it.
+fn agent_readiness(
+    lab: &Lab,
+    bin: &Path,
+    children: Vec<std::process::Child>,
+) -> Result<Option<Vec<agent::Readiness>>> {
+    let hosts = lab.hosts();
+    let mut out = vec![];
+    let mut unsupported = None;
+    let mut failed = vec![];
+    for (h, child) in hosts.iter().zip(children) {
+        match agent::finish_verify_wait(lab, h, child)? {
+            agent::VerifyWait::Unsupported(line) => unsupported = Some(line),
+            agent::VerifyWait::Done(r) => {
+                r.save(lab, h)?;
+                eprintln!(
+                    "{}: underlay verify --wait: {} after {} ({})",
+                    h.name,
+                    if r.passed { "ready" } else { "NOT ready" },
+                    r.elapsed_ms
+                        .map(|m| format!("{m} ms"))
+                        .unwrap_or("? ms".into()),
+                    r.gates
+                        .iter()
+                        .map(|g| format!("{}={}", g.name, if g.passed { "ok" } else { "FAILED" }))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+                if !r.passed {
+                    failed.push(format!("{}: {}", h.name, r.failures()));
+                }
+                out.push(r);
+            }
+        }
+    }
+    if let Some(line) = unsupported {
+        eprintln!(
+            "note: {} has no `verify --wait` yet ({line}); the lab waits for sessions and next hops itself",
+            bin.display()
+        );
+        return Ok(None);
+    }
+    if !failed.is_empty() {
+        bail!(
+            "readiness gates of `underlay verify --wait` failed:\n- {}",
+            failed.join("\n- ")
+        );
+    }
+    Ok(Some(out))
 }
 
 fn wait_converged(lab: &Lab, t0: Instant, timeout: Duration) -> Vec<Timing> {
@@ -187,7 +258,7 @@ pub fn lab_for_down(dir: &Path, prefix: &str) -> Result<Lab> {
         dir: dir.to_path_buf(),
         prefix: prefix.to_string(),
         hosts: max,
-        no_agent: false,
+        profile: None,
     })
 }
 

@@ -17,11 +17,16 @@
 //! - The ToR-to-ToR link carries an eBGP session with host routes only. The
 //!   client has no BGP: without the link, the flows it hashes to the ToR that
 //!   lost a host would be dropped during a failover.
-//! - Hosts are converged by `underlay apply --netns ul-hI --root <dir>/hI/root`
-//!   (or, with `up --no-agent`, by `agent::bootstrap_host_net_until_agent`).
-//!   The host BIRD config is the agent's `<root>/etc/bird/bird.conf`; until the
-//!   agent renders it, `bird::bootstrap_host_bird_conf_until_agent_renders`
-//!   writes it (a file without the lab's marker line is never overwritten).
+//! - Hosts are converged by `underlay apply --netns ul-hI --root <dir>/hI/root`,
+//!   which also renders the host BIRD config `<root>/etc/bird/bird.conf`; the
+//!   lab starts the host BIRD on it (control socket `<root>/run/bird/bird.ctl`)
+//!   and `up` fails when the agent did not write it. Readiness comes from
+//!   `underlay verify --wait --json` (its gates), or from the lab's own wait
+//!   when the agent binary has no `--wait`.
+//! - The Calico-role BIRD uses the kernel settings of Calico's bird.cfg
+//!   (`learn`, `persist`, `scan time 2`) and syncs `main`; the host BIRD syncs
+//!   table 1001. The `no-table-fight` and `table-fight-shared-main` scenarios
+//!   show why (FIELD-NOTES.md failure 2).
 //! - Everything lives in namespaces named `--prefix` + name (default `ul-`) and
 //!   files below `--dir`; the root namespace and /etc are never touched.
 //!
@@ -31,13 +36,16 @@
 //! probes the lab runs inside namespaces by re-executing itself).
 
 mod agent;
+mod bench;
 mod bird;
 mod cmd;
 mod lifecycle;
+mod overrides;
 mod plan;
 mod probe;
 mod scenarios;
 mod status;
+mod tablefight;
 mod topology;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -76,10 +84,7 @@ enum Cmd {
         /// Role profile given to `underlay apply`.
         #[arg(long)]
         profile: Option<PathBuf>,
-        /// Configure hosts from the lab instead of the agent (until the agent can).
-        #[arg(long)]
-        no_agent: bool,
-        /// Seconds to wait for sessions and next hops.
+        /// Seconds to wait for sessions and next hops (also `underlay verify --wait-timeout`).
         #[arg(long, default_value_t = 30)]
         timeout: u64,
     },
@@ -98,7 +103,17 @@ enum Cmd {
         /// List the scenarios and exit.
         #[arg(long)]
         list: bool,
+        /// Seconds of route churn in `no-table-fight` (split tables).
+        #[arg(long, default_value_t = 60)]
+        churn_secs: u64,
+        /// Seconds of route churn in `table-fight-shared-main` (both BIRDs
+        /// syncing main; the fight shows within a few seconds).
+        #[arg(long, default_value_t = 15)]
+        fight_secs: u64,
     },
+    /// Benchmark underlay against ip -batch, an ip/sysctl script and nmstatectl,
+    /// in namespaces it creates: median wall time, peak RSS, ratios.
+    Bench(bench::BenchArgs),
     /// Traffic probes, run by the lab inside namespaces.
     #[command(hide = true)]
     Probe {
@@ -148,10 +163,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Up {
             hosts,
             profile,
-            no_agent,
             timeout,
         } => {
-            let lab = Lab::new(&cli.dir, &cli.prefix, hosts, no_agent)?;
+            let lab = Lab::new(&cli.dir, &cli.prefix, hosts)?;
             let opts = lifecycle::UpOptions {
                 profile: profile.unwrap_or_else(agent::default_profile),
                 timeout: Duration::from_secs(timeout),
@@ -170,6 +184,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     ms(t.two_nexthops),
                     ms(t.converged)
                 );
+            }
+            for h in &st.hosts {
+                if let Some(line) = status::readiness_line(h) {
+                    println!("{}: {line}", h.name);
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -195,15 +214,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("lab {} ({}*) is down", lab.dir.display(), lab.prefix);
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Test { only, list } => {
+        Cmd::Test {
+            only,
+            list,
+            churn_secs,
+            fight_secs,
+        } => {
             if list {
                 for (name, what, _) in scenarios::SCENARIOS {
-                    println!("{name:<16} {what}");
+                    println!("{name:<24} {what}");
                 }
                 return Ok(ExitCode::SUCCESS);
             }
             let lab = Lab::load(&cli.dir)?;
-            let (passed, failed) = scenarios::run(&lab, &only)?;
+            let opts = scenarios::TestOptions {
+                churn: Duration::from_secs(churn_secs),
+                fight: Duration::from_secs(fight_secs),
+            };
+            let (passed, failed) = scenarios::run(&lab, &only, &opts)?;
             println!("{passed} passed, {failed} failed");
             Ok(if failed == 0 {
                 ExitCode::SUCCESS
@@ -211,6 +239,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Cmd::Bench(args) => bench::main(args),
         Cmd::Probe { probe } => run_probe(probe),
     }
 }

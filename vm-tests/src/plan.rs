@@ -36,9 +36,10 @@ pub struct Lab {
     pub dir: PathBuf,
     pub prefix: String,
     pub hosts: u8,
-    /// The hosts were bootstrapped by the lab instead of the agent.
+    /// The role profile `up` gave to `underlay apply` (scenarios re-run the
+    /// agent with it).
     #[serde(default)]
-    pub no_agent: bool,
+    pub profile: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,7 +134,7 @@ pub const POD_HOST_IF: &str = "calipod0";
 pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 
 impl Lab {
-    pub fn new(dir: &Path, prefix: &str, hosts: u8, no_agent: bool) -> Result<Lab> {
+    pub fn new(dir: &Path, prefix: &str, hosts: u8) -> Result<Lab> {
         if hosts == 0 || hosts > MAX_HOSTS {
             bail!("--hosts {hosts}: the lab supports 1 to {MAX_HOSTS} hosts");
         }
@@ -142,7 +143,7 @@ impl Lab {
             dir: dir.to_path_buf(),
             prefix: prefix.to_string(),
             hosts,
-            no_agent,
+            profile: None,
         })
     }
 
@@ -251,6 +252,21 @@ impl Host {
     pub fn pod_block_cidr(&self) -> String {
         format!("{}/{}", self.pod_block, POD_BLOCK_LEN)
     }
+    /// The block after the pod block (10.244.<i>.64/26): the route the
+    /// Calico-role BIRD announces and withdraws in the table-fight scenarios.
+    pub fn churn_block_cidr(&self) -> String {
+        let o = self.pod_block.octets();
+        format!(
+            "{}/{}",
+            Ipv4Addr::new(o[0], o[1], o[2], o[3] + (1u8 << (32 - POD_BLOCK_LEN))),
+            POD_BLOCK_LEN
+        )
+    }
+    /// Where `underlay apply` reads a BIRD template override (profile default
+    /// `bgp.templates_dir` = /etc/underlay/templates, below `--root`).
+    pub fn bird_template_override(&self, lab: &Lab) -> PathBuf {
+        self.root(lab).join("etc/underlay/templates/bird.conf.j2")
+    }
     pub fn tor_peers(&self) -> Vec<Ipv4Addr> {
         self.uplinks.iter().map(|u| u.tor_addr).collect()
     }
@@ -274,7 +290,7 @@ mod tests {
     use super::*;
 
     fn lab() -> Lab {
-        Lab::new(Path::new("/tmp/x"), "ul-", 2, false).unwrap()
+        Lab::new(Path::new("/tmp/x"), "ul-", 2).unwrap()
     }
 
     #[test]
@@ -286,6 +302,7 @@ mod tests {
         assert_eq!(h.asn, 65101);
         assert_eq!(h.rack, "r01");
         assert_eq!(h.pod_block_cidr(), "10.244.1.0/26");
+        assert_eq!(h.churn_block_cidr(), "10.244.1.64/26");
         assert_eq!(h.uplinks[0].host_if, "eth0");
         assert_eq!(h.uplinks[0].tor_addr, Ipv4Addr::new(172, 30, 2, 0));
         assert_eq!(h.uplinks[0].host_addr, Ipv4Addr::new(172, 30, 2, 1));
@@ -299,7 +316,7 @@ mod tests {
 
     #[test]
     fn transit_nets_never_overlap_the_tor_peer_link() {
-        let lab = Lab::new(Path::new("/tmp/x"), "ul-", MAX_HOSTS, false).unwrap();
+        let lab = Lab::new(Path::new("/tmp/x"), "ul-", MAX_HOSTS).unwrap();
         let mut seen = std::collections::BTreeSet::new();
         seen.insert(TOR_PEER_NET);
         for h in lab.hosts() {
@@ -311,14 +328,14 @@ mod tests {
 
     #[test]
     fn bad_inputs_are_refused() {
-        assert!(Lab::new(Path::new("/tmp/x"), "ul-", 0, false).is_err());
-        assert!(Lab::new(Path::new("/tmp/x"), "ul-", MAX_HOSTS + 1, false).is_err());
-        assert!(Lab::new(Path::new("/tmp/x"), "ul /", 2, false).is_err());
+        assert!(Lab::new(Path::new("/tmp/x"), "ul-", 0).is_err());
+        assert!(Lab::new(Path::new("/tmp/x"), "ul-", MAX_HOSTS + 1).is_err());
+        assert!(Lab::new(Path::new("/tmp/x"), "ul /", 2).is_err());
     }
 
     #[test]
     fn all_netns_carry_the_prefix() {
-        let lab = Lab::new(Path::new("/tmp/x"), "ult42-", 2, false).unwrap();
+        let lab = Lab::new(Path::new("/tmp/x"), "ult42-", 2).unwrap();
         assert!(lab.all_netns().iter().all(|n| n.starts_with("ult42-")));
         assert_eq!(lab.all_netns().len(), 3 + 2 * 2);
     }

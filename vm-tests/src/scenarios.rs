@@ -1,6 +1,7 @@
 //! Scenario checks against a running lab. Each returns PASS/FAIL with evidence;
-//! new scenarios (table-fight churn, NAT) are one function and one line in
-//! [`SCENARIOS`].
+//! a new scenario is one function and one line in [`SCENARIOS`]. The
+//! table-fight scenarios live in `tablefight`, the template override one in
+//! `overrides`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -18,20 +19,32 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn new() -> Outcome {
+    pub fn new() -> Outcome {
         Outcome {
             pass: true,
             evidence: vec![],
         }
     }
-    fn check(&mut self, ok: bool, line: String) {
+    pub fn check(&mut self, ok: bool, line: String) {
         self.pass &= ok;
         self.evidence
             .push(format!("{} {line}", if ok { "ok  " } else { "FAIL" }));
     }
+    /// A measurement that is evidence but not a pass/fail criterion.
+    pub fn info(&mut self, line: String) {
+        self.evidence.push(format!("info {line}"));
+    }
 }
 
-pub type ScenarioFn = fn(&Lab) -> Result<Outcome>;
+/// Knobs of `underlay-lab test`.
+pub struct TestOptions {
+    /// Churn duration of `no-table-fight`.
+    pub churn: Duration,
+    /// Churn duration of `table-fight-shared-main`.
+    pub fight: Duration,
+}
+
+pub type ScenarioFn = fn(&Lab, &TestOptions) -> Result<Outcome>;
 
 pub const SCENARIOS: &[(&str, &str, ScenarioFn)] = &[
     (
@@ -59,10 +72,25 @@ pub const SCENARIOS: &[(&str, &str, ScenarioFn)] = &[
         "a ToR link drops everything, carrier up (BFD's case): detection, reachability, recovery",
         failover_silent,
     ),
+    (
+        "no-table-fight",
+        "Calico-role BIRD churns a pod route every second: host table and main never lose a route, underlay apply stays at 0 changes",
+        crate::tablefight::no_table_fight,
+    ),
+    (
+        "table-fight-shared-main",
+        "both BIRDs sync main (the talk's setup): each deletes the other's routes; then the split is restored",
+        crate::tablefight::table_fight_shared_main,
+    ),
+    (
+        "bad-template-override",
+        "a broken BIRD template override: apply exits 1 with the error, running BIRD and bird.conf untouched",
+        crate::overrides::bad_template_override,
+    ),
 ];
 
 /// Runs the selected scenarios (all when `only` is empty); returns (passed, failed).
-pub fn run(lab: &Lab, only: &[String]) -> Result<(usize, usize)> {
+pub fn run(lab: &Lab, only: &[String], opts: &TestOptions) -> Result<(usize, usize)> {
     for o in only {
         if !SCENARIOS.iter().any(|(n, _, _)| n == o) {
             let names: Vec<_> = SCENARIOS.iter().map(|s| s.0).collect();
@@ -75,7 +103,7 @@ pub fn run(lab: &Lab, only: &[String]) -> Result<(usize, usize)> {
             continue;
         }
         let start = Instant::now();
-        let outcome = f(lab).unwrap_or_else(|e| Outcome {
+        let outcome = f(lab, opts).unwrap_or_else(|e| Outcome {
             pass: false,
             evidence: vec![format!("FAIL error: {e:#}")],
         });
@@ -96,7 +124,7 @@ pub fn run(lab: &Lab, only: &[String]) -> Result<(usize, usize)> {
     Ok((passed, failed))
 }
 
-fn converged(lab: &Lab) -> Result<Outcome> {
+fn converged(lab: &Lab, _: &TestOptions) -> Result<Outcome> {
     let mut o = Outcome::new();
     for h in status::collect(lab).hosts {
         let sessions: Vec<String> = h
@@ -122,7 +150,7 @@ fn sock(ip: std::net::Ipv4Addr, port: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(ip), port)
 }
 
-fn reachability(lab: &Lab) -> Result<Outcome> {
+fn reachability(lab: &Lab, _: &TestOptions) -> Result<Outcome> {
     let mut o = Outcome::new();
     let client = lab.client_netns();
     for h in lab.hosts() {
@@ -184,7 +212,7 @@ const SPREAD_FLOWS: u32 = 64;
 /// Minimum share of packets each uplink must carry in each direction.
 const SPREAD_MIN_SHARE: f64 = 0.15;
 
-fn ecmp_spread(lab: &Lab) -> Result<Outcome> {
+fn ecmp_spread(lab: &Lab, _: &TestOptions) -> Result<Outcome> {
     let mut o = Outcome::new();
     let client = lab.client_netns();
     for h in lab.hosts() {
@@ -233,7 +261,11 @@ fn ecmp_spread(lab: &Lab) -> Result<Outcome> {
 }
 
 /// Polls until `pred(nexthops)` holds; returns the elapsed time or None.
-fn wait_nexthops(ns: &str, timeout: Duration, pred: impl Fn(usize) -> bool) -> Option<Duration> {
+pub fn wait_nexthops(
+    ns: &str,
+    timeout: Duration,
+    pred: impl Fn(usize) -> bool,
+) -> Option<Duration> {
     let start = Instant::now();
     while start.elapsed() < timeout {
         if status::host_table_nexthops(ns).map(&pred).unwrap_or(false) {
@@ -292,11 +324,11 @@ impl Fault {
     }
 }
 
-fn failover(lab: &Lab) -> Result<Outcome> {
+fn failover(lab: &Lab, _: &TestOptions) -> Result<Outcome> {
     failover_with(lab, Fault::LinkDown)
 }
 
-fn failover_silent(lab: &Lab) -> Result<Outcome> {
+fn failover_silent(lab: &Lab, _: &TestOptions) -> Result<Outcome> {
     failover_with(lab, Fault::Silent)
 }
 

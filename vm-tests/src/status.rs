@@ -4,6 +4,7 @@
 use anyhow::Result;
 use serde::Serialize;
 
+use crate::agent::{Readiness, READY_BY_AGENT};
 use crate::bird::{BgpSession, Bird};
 use crate::cmd;
 use crate::plan::{Host, Lab, HOST_TABLE};
@@ -36,6 +37,10 @@ pub struct HostStatus {
     /// Every ToR session and the Calico-role session Established, and the
     /// host-table default has 2 next hops.
     pub converged: bool,
+    /// Readiness recorded by `up`: the gates of `underlay verify --wait`
+    /// (time to ready = their `elapsed_ms`), or the lab's own wait.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<Readiness>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -84,6 +89,49 @@ pub fn host_status(lab: &Lab, h: &Host) -> HostStatus {
         host_table_nexthops: nexthops,
         rules,
         pod_block: h.pod_block_cidr(),
+        readiness: Readiness::load(lab, h),
+    }
+}
+
+/// One line on readiness for `up` and the status table's READY column.
+pub fn readiness_line(h: &HostStatus) -> Option<String> {
+    let r = h.readiness.as_ref()?;
+    let gates = r
+        .gates
+        .iter()
+        .map(|g| format!("{}={}", g.name, if g.passed { "ok" } else { "FAILED" }))
+        .collect::<Vec<_>>()
+        .join(" ");
+    Some(if r.by == READY_BY_AGENT {
+        format!(
+            "{} after {} per {READY_BY_AGENT} (gates: {gates}){}",
+            if r.passed { "ready" } else { "NOT ready" },
+            r.elapsed_ms
+                .map(|m| format!("{m} ms"))
+                .unwrap_or("?".into()),
+            r.note
+                .as_ref()
+                .map(|n| format!("; {n}"))
+                .unwrap_or_default()
+        )
+    } else {
+        format!(
+            "{} per the lab's own wait ({})",
+            if r.passed { "ready" } else { "NOT ready" },
+            r.note.as_deref().unwrap_or("")
+        )
+    })
+}
+
+fn ready_cell(h: &HostStatus) -> String {
+    match &h.readiness {
+        None => "-".into(),
+        Some(r) if r.by == READY_BY_AGENT => match (r.passed, r.elapsed_ms) {
+            (true, Some(ms)) => format!("{ms}ms"),
+            (true, None) => "yes".into(),
+            (false, _) => "FAILED".into(),
+        },
+        Some(r) => if r.passed { "lab-wait" } else { "NO" }.into(),
     }
 }
 
@@ -173,9 +221,10 @@ pub fn render_table(st: &LabStatus) -> String {
         "NEXTHOPS",
         "RULES",
         "POD_BLOCK",
+        "READY",
         "OK",
     ];
-    let rows: Vec<[String; 8]> = st
+    let rows: Vec<[String; 9]> = st
         .hosts
         .iter()
         .map(|h| {
@@ -187,6 +236,7 @@ pub fn render_table(st: &LabStatus) -> String {
                 h.host_table_nexthops.to_string(),
                 rules_cell(h),
                 h.pod_block.clone(),
+                ready_cell(h),
                 if h.converged { "yes" } else { "NO" }.to_string(),
             ]
         })
