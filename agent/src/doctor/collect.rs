@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::link::{InfoData, InfoVxlan, LinkAttribute, LinkInfo};
@@ -26,8 +25,6 @@ use crate::observed::ObservedLink;
 use crate::system::files::under_root;
 use crate::system::linux::{LinuxSystem, DEFAULT_STATE_PATH};
 use crate::system::{BirdProtocol, Query, System};
-
-const BIRD_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub fn collect(opts: &DoctorOptions) -> (Snapshot, Option<Expect>) {
     let mut s = Snapshot::default();
@@ -498,17 +495,7 @@ fn read_state_dir(dir: &Path) -> BTreeMap<u32, String> {
 }
 
 async fn protocols(socket: &Path) -> Result<Vec<BirdProtocol>, String> {
-    let mut c = crate::bgp::BirdClient::connect_with_timeout(socket, BIRD_TIMEOUT)
+    crate::system::linux::bird::protocols(socket)
         .await
-        .map_err(|e| e.to_string())?;
-    let ps = c.show_protocols().await.map_err(|e| e.to_string())?;
-    Ok(ps
-        .into_iter()
-        .map(|p| BirdProtocol {
-            name: p.name,
-            proto: p.proto,
-            state: p.state,
-            info: p.info,
-        })
-        .collect())
+        .map_err(|e| e.to_string())
 }

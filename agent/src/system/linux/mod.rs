@@ -3,7 +3,7 @@
 //! runtime keeps async inside this module.
 
 mod addresses;
-mod bird;
+pub(crate) mod bird;
 mod links;
 mod routes;
 mod rules;
