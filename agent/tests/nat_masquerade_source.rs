@@ -151,6 +151,19 @@ fn assert_transit_and_lost(p: &Probe) {
     assert!(!p.replied, "the reply must not come back without the fix");
 }
 
+/// With the fix on, one UDP exchange is retried once on another port when
+/// its reply is lost: a single lost datagram under CI load is not the bug
+/// (the source address is checked on every attempt, and the retry must
+/// complete). Seen once in CI: client saw the service IP, no reply in 3 s.
+fn probe_with_fix(m: &mut Masq, port: u16) -> Probe {
+    let first = probe(m, port);
+    if first.replied || first.client_saw.as_deref() != Some(SERVICE_IP) {
+        return first;
+    }
+    eprintln!("udp/{port}: source right but no reply; retrying once on {}", port + 100);
+    probe(m, port + 100)
+}
+
 fn assert_service_ip_and_replied(p: &Probe) {
     assert_eq!(
         p.client_saw.as_deref(),
@@ -176,7 +189,7 @@ fn masquerade_picks_transit_without_fix_and_service_ip_with_scope_link() {
 
     // Fix on: the same topology with transit addresses at `scope link`, no nft table.
     let mut link = build("ml", natlab::fix_enabled());
-    let on = probe(&mut link, 9002);
+    let on = probe_with_fix(&mut link, 9002);
     assert_service_ip_and_replied(&on);
 }
 
@@ -198,7 +211,7 @@ fn masquerade_picks_transit_without_fix_and_service_ip_with_snat_table() {
         "first apply creates the table"
     );
     let masq_before = masquerade_packets(&m);
-    let on = probe(&mut m, 9012);
+    let on = probe_with_fix(&mut m, 9012);
     assert_service_ip_and_replied(&on);
 
     // Evidence that our chain (srcnat - 10), not the MASQUERADE rule (srcnat), bound the flow.
