@@ -160,7 +160,10 @@ fn probe_with_fix(m: &mut Masq, port: u16) -> Probe {
     if first.replied || first.client_saw.as_deref() != Some(SERVICE_IP) {
         return first;
     }
-    eprintln!("udp/{port}: source right but no reply; retrying once on {}", port + 100);
+    eprintln!(
+        "udp/{port}: source right but no reply; retrying once on {}",
+        port + 100
+    );
     probe(m, port + 100)
 }
 
