@@ -242,12 +242,4 @@ impl Desired {
         }
         v
     }
-
-    pub fn has_ipv6(&self) -> bool {
-        self.service_ipv6.is_some() || self.uplinks.iter().any(|u| u.ipv6.is_some())
-    }
-
-    pub fn table_by_name(&self, name: &str) -> Option<TableId> {
-        TableId::builtin(name).or_else(|| self.tables.iter().find(|t| t.name == name).map(|t| t.id))
-    }
 }

@@ -33,10 +33,6 @@ impl TableId {
             _ => None,
         }
     }
-
-    pub fn from_kernel(id: u32) -> TableId {
-        TableId(id)
-    }
 }
 
 impl TryFrom<u32> for TableId {
@@ -72,9 +68,6 @@ pub struct RulePriority(u32);
 impl RulePriority {
     pub fn get(self) -> u32 {
         self.0
-    }
-    pub fn new_unchecked(v: u32) -> Self {
-        RulePriority(v)
     }
 }
 

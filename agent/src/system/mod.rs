@@ -33,15 +33,6 @@ pub struct Query {
     pub nft: bool,
 }
 
-/// Whether retrying may help; picks the exit code together with the phase.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// The system refused what we asked (bad value, missing object).
-    Refused,
-    /// Permission, I/O or kernel trouble that may pass.
-    Transient,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum SystemError {
     #[error("netlink: {what}: {source}")]
@@ -69,37 +60,6 @@ pub enum SystemError {
     Nft(#[from] crate::nft::NftError),
     #[error("{0}")]
     Other(String),
-}
-
-impl SystemError {
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            SystemError::Netlink { source, .. } => match source {
-                rtnetlink::Error::NetlinkError(e) if e.raw_code() == -libc_eperm() => {
-                    ErrorKind::Transient
-                }
-                rtnetlink::Error::NetlinkError(_) => ErrorKind::Refused,
-                _ => ErrorKind::Transient,
-            },
-            SystemError::Io { source, .. }
-                if source.kind() == std::io::ErrorKind::PermissionDenied =>
-            {
-                ErrorKind::Transient
-            }
-            SystemError::Io { .. }
-            | SystemError::State { .. }
-            | SystemError::Netns { .. }
-            | SystemError::BirdRejected(_) => ErrorKind::Refused,
-            SystemError::BirdControl { .. } => ErrorKind::Transient,
-            SystemError::Nft(e) if e.is_rejected() => ErrorKind::Refused,
-            SystemError::Nft(_) => ErrorKind::Transient,
-            SystemError::Other(_) => ErrorKind::Transient,
-        }
-    }
-}
-
-const fn libc_eperm() -> i32 {
-    1
 }
 
 /// The narrow interface to the host. Synchronous: implementations keep any
