@@ -45,6 +45,9 @@ pub struct Report {
     pub failure: Option<Failure>,
     pub durations: Durations,
     pub addr_proto_supported: bool,
+    /// The resolved target of the last observation (the readiness gates
+    /// are built from it, so callers never observe again for it).
+    pub target: Target,
 }
 
 impl Report {
@@ -188,8 +191,10 @@ pub fn run(sys: &mut dyn System, d: &Desired, mode: Mode) -> Result<Report, Engi
         durations,
         addr_proto_supported: observed.addr_proto_supported,
         plan,
+        target: Target::default(),
     };
     if mode != Mode::Apply {
+        report.target = target;
         return Ok(report);
     }
 
@@ -230,6 +235,7 @@ pub fn run(sys: &mut dyn System, d: &Desired, mode: Mode) -> Result<Report, Engi
     };
     report.remaining = Some(plan::plan(&target, &after));
     report.durations.verify_ms = ms(t3);
+    report.target = target;
     Ok(report)
 }
 

@@ -211,9 +211,8 @@ pub fn spec(
     timeout: Option<Duration>,
 ) -> Spec {
     let uplinks = t
-        .links
+        .uplinks()
         .iter()
-        .skip(1) // lo
         .map(|l| GateUplink {
             name: l.role.clone(),
             index: l.index,

@@ -12,10 +12,11 @@ use serde_json::json;
 use underlay::desired::Desired;
 use underlay::engine::{self, Mode};
 use underlay::gates;
+use underlay::plan::Target;
 use underlay::profile::{self, ProfileError};
 use underlay::report::{self, Context};
 use underlay::system::linux::{LinuxSystem, DEFAULT_STATE_PATH};
-use underlay::system::netns;
+use underlay::system::{netns, SystemError};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -320,7 +321,7 @@ fn converge(mode: Mode, name: &str, c: &Common, wait: Option<&WithWait>) -> Exit
     let mut code = report.exit_code();
     let mut gates_outcome = None;
     if let Some(w) = wait.filter(|w| w.wait && code == 0) {
-        match wait_for_gates(&mut sys, &desired, w) {
+        match wait_for_gates(&mut sys, &desired, &report.target, w) {
             Ok(outcome) => {
                 if !outcome.passed {
                     code = 3;
@@ -332,10 +333,8 @@ fn converge(mode: Mode, name: &str, c: &Common, wait: Option<&WithWait>) -> Exit
     } else if mode == Mode::Status {
         // Status shows the gates as they stand now, without waiting.
         let now = Some(Duration::ZERO);
-        match engine::observe(&mut sys, &desired, None)
-            .map(|(t, _)| gates::spec(&desired, &t, now))
-            .and_then(|spec| gates::wait(&mut sys, &spec, |_, _| {}).map_err(Into::into))
-        {
+        let spec = gates::spec(&desired, &report.target, now);
+        match gates::wait(&mut sys, &spec, |_, _| {}) {
             Ok(outcome) => gates_outcome = Some(outcome),
             Err(e) => return fail(c, name, e.to_string(), None),
         }
@@ -365,10 +364,10 @@ fn converge(mode: Mode, name: &str, c: &Common, wait: Option<&WithWait>) -> Exit
 fn wait_for_gates(
     sys: &mut LinuxSystem,
     desired: &Desired,
+    target: &Target,
     w: &WithWait,
-) -> Result<gates::Outcome, engine::EngineError> {
-    let (target, _) = engine::observe(sys, desired, None)?;
-    let spec = gates::spec(desired, &target, w.wait_timeout.map(Duration::from_secs));
+) -> Result<gates::Outcome, SystemError> {
+    let spec = gates::spec(desired, target, w.wait_timeout.map(Duration::from_secs));
     let tty = std::io::stderr().is_terminal() && !w.common.json;
     let mut last_status = String::new();
     let outcome = gates::wait(sys, &spec, |gates, elapsed| {

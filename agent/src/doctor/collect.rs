@@ -159,9 +159,8 @@ fn expect_of(d: &Desired, sys: Option<&mut LinuxSystem>, links: &[ObservedLink])
     match crate::plan::resolve(d, links, &inputs) {
         Ok(t) => {
             e.uplinks = t
-                .links
+                .uplinks()
                 .iter()
-                .skip(1)
                 .map(|l| ExpectedUplink {
                     role: l.role.clone(),
                     ifname: l.ifname.clone(),

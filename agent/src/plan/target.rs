@@ -131,6 +131,11 @@ pub enum ResolveError {
 }
 
 impl Target {
+    /// The uplinks' links, in profile order (`links` starts with lo).
+    pub fn uplinks(&self) -> &[LinkTarget] {
+        self.links.get(1..).unwrap_or_default()
+    }
+
     /// Sysctl keys and file paths the observer must read for this target,
     /// plus those the state file says we manage (to plan their removal).
     pub fn observe_scope(&self, state: &State) -> (BTreeSet<SysctlKey>, BTreeSet<PathBuf>) {
@@ -271,12 +276,12 @@ pub fn resolve(
     t.nft = crate::nft::desired_ruleset(&crate::nft::NatParams {
         mode: d.nat.mode,
         service_ipv4: d.service_ipv4.addr(),
-        uplinks: t.links.iter().skip(1).map(|l| l.ifname.clone()).collect(),
+        uplinks: t.uplinks().iter().map(|l| l.ifname.clone()).collect(),
         pod_cidrs: d.pods.cidrs.clone(),
         guard: d.nat.guard,
     });
     if let Some(bgp) = &d.bgp {
-        let ifnames: Vec<String> = t.links.iter().skip(1).map(|l| l.ifname.clone()).collect();
+        let ifnames: Vec<String> = t.uplinks().iter().map(|l| l.ifname.clone()).collect();
         let mut passwords = inputs.passwords.clone();
         passwords.resize(d.uplinks.len(), None);
         let params = crate::bgp::from_desired::params(d, bgp, &ifnames, &passwords);
