@@ -322,24 +322,11 @@ fn wait_names_the_failing_gate_when_no_bird_runs() {
     let lab = Lab::new();
     let role = Path::new(ROLE);
     let host = lab.write_host("host.toml", &host_facts(&["tor-a", "tor-b"]));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_underlay"))
-        .args([
-            "apply",
-            "--json",
-            "--wait",
-            "--wait-timeout",
-            "1",
-            "--netns",
-            &lab.host,
-            "--root",
-        ])
-        .arg(lab.root())
-        .arg("--profile")
-        .arg(role)
-        .arg("--host")
-        .arg(&host)
-        .output()
-        .unwrap();
+    let out = lab.underlay_raw(
+        &["apply", "--json", "--wait", "--wait-timeout", "1"],
+        role,
+        &host,
+    );
     assert_eq!(out.status.code(), Some(3), "a failed gate exits 3");
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["converged"], true, "the host itself converged");
@@ -516,16 +503,7 @@ fn bgp_password_reaches_bird_only() {
     )
     .unwrap();
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_underlay"))
-            .args(args)
-            .args(["--netns", &lab.host, "--root"])
-            .arg(lab.root())
-            .arg("--profile")
-            .arg(role)
-            .arg("--host")
-            .arg(&host)
-            .output()
-            .unwrap();
+        let out = lab.underlay_raw(args, role, &host);
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stdout).into_owned()

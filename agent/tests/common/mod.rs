@@ -95,16 +95,22 @@ impl Lab {
     }
 
     /// Runs the real binary inside the host namespace with the scratch root.
-    pub fn underlay(&self, verb: &str, role: &Path, host: &Path) -> (i32, Value, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_underlay"))
-            .args([verb, "--json", "--netns", &self.host, "--root"])
+    /// Runs the binary with `args`, then --netns, --root, --profile, --host.
+    pub fn underlay_raw(&self, args: &[&str], role: &Path, host: &Path) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_underlay"))
+            .args(args)
+            .args(["--netns", &self.host, "--root"])
             .arg(self.root())
             .arg("--profile")
             .arg(role)
             .arg("--host")
             .arg(host)
             .output()
-            .expect("run underlay");
+            .expect("run underlay")
+    }
+
+    pub fn underlay(&self, verb: &str, role: &Path, host: &Path) -> (i32, Value, String) {
+        let out = self.underlay_raw(&[verb, "--json"], role, host);
         let stdout = String::from_utf8_lossy(&out.stdout);
         let json: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
             panic!(
