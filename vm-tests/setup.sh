@@ -22,8 +22,5 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-# Debian starts bird.service on install; underlay's tests run their own BIRDs
-# in namespaces and never use the machine's.
-if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet bird 2>/dev/null; then
-    systemctl stop bird || true
-fi
+# Debian may start bird.service on install; it is the machine's own and left
+# alone: the tests run their own BIRDs in namespaces, on their own sockets.
