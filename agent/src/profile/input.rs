@@ -9,7 +9,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::types::{Asn, IfName, MacAddr, ProtocolId, RulePriority, TableId};
+use crate::desired::{Asn, Encapsulation, IfName, MacAddr, ProtocolId, RulePriority, TableId};
 
 /// Only the version key, read first so a later schema can be dispatched on it.
 #[derive(Deserialize)]
@@ -182,15 +182,6 @@ pub struct RuleInput {
     pub table: Spanned<String>,
     #[serde(default)]
     pub suppress_prefixlength: Option<Spanned<u8>>,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Encapsulation {
-    #[default]
-    None,
-    Ipip,
-    Vxlan,
 }
 
 #[derive(Debug, Default, Deserialize)]

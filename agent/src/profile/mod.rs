@@ -5,7 +5,6 @@
 
 mod bgp;
 pub mod input;
-pub mod types;
 mod validate;
 
 use std::fmt;

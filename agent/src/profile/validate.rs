@@ -125,8 +125,9 @@ pub(super) fn validate(
 }
 
 fn nat(src: &Source, role: &RoleInput, p: &mut Vec<Problem>) -> crate::desired::Nat {
-    use super::input::{Encapsulation, NatModeInput};
-    use crate::nft::{MarkGuard, NatMode};
+    use super::input::NatModeInput;
+    use crate::desired::Encapsulation;
+    use crate::desired::{MarkGuard, NatMode};
     let overlay = role.pods.encapsulation != Encapsulation::None;
     let Some(n) = &role.nat else {
         return crate::desired::Nat {

@@ -1,5 +1,7 @@
 //! The validated model of what the host should look like. Built only by
-//! `profile::load`; every value here has passed validation.
+//! `profile::load` (the parser builds the model; this module imports nothing
+//! from the parser or the kernel-facing layers); every value here has passed
+//! validation.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -7,8 +9,21 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
-pub use crate::profile::input::Encapsulation;
-pub use crate::profile::types::{Asn, IfName, MacAddr, ProtocolId, RulePriority, TableId};
+mod nat;
+pub mod types;
+
+pub use nat::{MarkGuard, NatMode, KUBE_MASQ_MARK, VXLAN_PORT};
+pub use types::{Asn, IfName, MacAddr, ProtocolId, RulePriority, TableId};
+
+/// How pods reach each other across hosts (profile: `pods.encapsulation`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encapsulation {
+    #[default]
+    None,
+    Ipip,
+    Vxlan,
+}
 
 #[derive(Debug, Clone)]
 pub struct Desired {
@@ -34,9 +49,9 @@ pub struct Desired {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Nat {
-    pub mode: crate::nft::NatMode,
+    pub mode: NatMode,
     /// Clears the masquerade mark on outer tunnel packets before source NAT.
-    pub guard: Option<crate::nft::MarkGuard>,
+    pub guard: Option<MarkGuard>,
 }
 
 /// The host BGP speaker (BIRD 2). Paths are logical (below `--root`).
