@@ -32,6 +32,7 @@ pub struct Durations {
 pub struct Failure {
     pub resource: String,
     pub error: String,
+    pub kind: crate::error::ErrorKind,
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +89,17 @@ pub enum EngineError {
     System(#[from] SystemError),
     #[error("{0}")]
     Refused(String),
+}
+
+impl EngineError {
+    pub fn kind(&self) -> crate::error::ErrorKind {
+        match self {
+            // A NIC the host facts name but the host lacks, a template that
+            // does not render, a refused profile: fix the input.
+            EngineError::Resolve(_) | EngineError::Refused(_) => crate::error::ErrorKind::Input,
+            EngineError::System(e) => e.kind(),
+        }
+    }
 }
 
 fn ms(since: Instant) -> f64 {
@@ -206,6 +218,7 @@ pub fn run(sys: &mut dyn System, d: &Desired, mode: Mode) -> Result<Report, Engi
                 report.failure = Some(Failure {
                     resource: format!("{} {}", item.kind, item.id),
                     error: e.to_string(),
+                    kind: e.kind(),
                 });
                 break 'items;
             }

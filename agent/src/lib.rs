@@ -8,6 +8,7 @@ pub mod bgp;
 pub mod desired;
 pub mod doctor;
 pub mod engine;
+pub mod error;
 pub mod gates;
 pub mod nft;
 pub mod observed;

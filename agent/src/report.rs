@@ -4,12 +4,14 @@
 use std::fmt::Write as _;
 
 use serde::Serialize;
-use serde_json::json;
 
 use crate::engine::{Mode, Report};
+use crate::error::ErrorKind;
+use crate::gates::Outcome;
+use crate::profile::Problem;
 use crate::plan::{Action, Item, Plan};
 
-#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct Summary {
     pub ok: usize,
     pub create: usize,
@@ -150,28 +152,191 @@ pub fn human(r: &Report, ctx: &Context, verbose: bool) -> String {
     out
 }
 
-pub fn json(r: &Report, ctx: &Context) -> serde_json::Value {
-    let d = &r.durations;
-    json!({
-        "command": ctx.command,
-        "host": ctx.host,
-        "netns": ctx.netns,
-        "changed": r.changed(),
-        "converged": r.converged(),
-        "exit_code": r.exit_code(),
-        "summary": Summary::of(&r.plan),
-        "resources": r.plan.items,
-        "remaining": r.remaining.as_ref().map(|p| p.changes().collect::<Vec<_>>()),
-        "failure": r.failure,
-        "durations_ms": {
-            "observe": d.observe_ms,
-            "plan": d.plan_ms,
-            "apply": d.apply_ms,
-            "verify": d.verify_ms,
-            "total": ctx.total_ms,
-        },
-        "address_protocol_supported": r.addr_proto_supported,
-    })
+/// The version of the JSON document every verb prints with `--json`. Bump it
+/// only for a change a consumer would notice (a field removed or retyped);
+/// adding a field keeps it. `agent/schema/output.schema.json` describes it.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The one JSON document: success and failure have the same top-level shape,
+/// so Ansible and watch mode read `changed`, `failed`, `failure.kind` and
+/// `exit_code` without knowing which verb ran.
+#[derive(Debug, Clone, Serialize)]
+pub struct Document {
+    pub schema_version: u32,
+    pub command: String,
+    pub host: Option<String>,
+    pub netns: Option<String>,
+    pub changed: bool,
+    pub failed: bool,
+    /// One line for a person: what happened.
+    pub msg: String,
+    pub exit_code: i32,
+    /// Whether the host matches the profile (null when the run never got to
+    /// look: an input error).
+    pub converged: Option<bool>,
+    pub summary: Summary,
+    /// Every managed resource with its action (plan order).
+    pub resources: Vec<Item>,
+    /// After apply, what verification still found different.
+    pub remaining: Vec<Item>,
+    pub failure: Option<FailureDoc>,
+    /// The readiness gates, when they were evaluated (`--wait`, `status`).
+    pub gates: Option<Outcome>,
+    pub durations_ms: DurationsDoc,
+    /// Whether the kernel reports address protocols (IFA_PROTO).
+    pub address_protocol_supported: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FailureDoc {
+    pub kind: ErrorKind,
+    pub message: String,
+    /// The resource whose change failed (apply), when there is one.
+    pub resource: Option<String>,
+    /// Every input problem, located in its file.
+    pub problems: Vec<ProblemDoc>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProblemDoc {
+    pub file: String,
+    pub key: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl From<&Problem> for ProblemDoc {
+    fn from(p: &Problem) -> ProblemDoc {
+        ProblemDoc {
+            file: p.file.display().to_string(),
+            key: p.key.clone(),
+            line: p.line,
+            column: p.column,
+            message: p.message.clone(),
+        }
+    }
+}
+
+/// Phase times in milliseconds; `wait` is the readiness wait, reported apart
+/// from the converge so a 30 s wait never reads as a slow converge.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DurationsDoc {
+    pub observe: f64,
+    pub plan: f64,
+    pub apply: f64,
+    pub verify: f64,
+    pub wait: Option<f64>,
+    pub total: f64,
+}
+
+impl Document {
+    /// A run that got as far as a report (its gates, if any, were evaluated).
+    pub fn of_report(r: &Report, ctx: &Context, gates: Option<&Outcome>, exit_code: i32) -> Self {
+        let d = &r.durations;
+        let summary = Summary::of(&r.plan);
+        let failure = r.failure.as_ref().map(|f| FailureDoc {
+            kind: f.kind,
+            message: f.error.clone(),
+            resource: Some(f.resource.clone()),
+            problems: Vec::new(),
+        });
+        let gates_failed = gates.is_some_and(|g| !g.passed);
+        let msg = match (&r.failure, r.mode) {
+            (Some(f), _) => format!("failed at {}: {}", f.resource, f.error),
+            (None, Mode::Plan) if summary.changes() > 0 => {
+                format!("{} changes pending", summary.changes())
+            }
+            (None, Mode::Apply) if !r.converged() => {
+                "verification failed: resources still differ after apply".to_string()
+            }
+            (None, Mode::Verify) if !r.converged() => {
+                format!("not converged: {} resources differ", summary.changes())
+            }
+            (None, _) if gates_failed => format!(
+                "not ready: {} failed",
+                gates
+                    .map(|g| g
+                        .gates
+                        .iter()
+                        .filter(|x| !x.passed)
+                        .map(|x| x.name)
+                        .collect::<Vec<_>>()
+                        .join(", "))
+                    .unwrap_or_default()
+            ),
+            (None, Mode::Apply) => format!("converged: {} changes applied", r.applied_ops),
+            (None, _) => "converged".to_string(),
+        };
+        Document {
+            schema_version: SCHEMA_VERSION,
+            command: ctx.command.to_string(),
+            host: Some(ctx.host.to_string()),
+            netns: ctx.netns.map(str::to_string),
+            changed: r.changed(),
+            // Pending changes (plan exit 2) are not a failure.
+            failed: exit_code == 1 || exit_code == 3,
+            msg,
+            exit_code,
+            converged: Some(r.converged()),
+            summary,
+            resources: r.plan.items.clone(),
+            remaining: r
+                .remaining
+                .as_ref()
+                .map(|p| p.changes().cloned().collect())
+                .unwrap_or_default(),
+            failure,
+            gates: gates.cloned(),
+            durations_ms: DurationsDoc {
+                observe: d.observe_ms,
+                plan: d.plan_ms,
+                apply: d.apply_ms,
+                verify: d.verify_ms,
+                wait: gates.map(|g| g.elapsed_ms as f64),
+                total: ctx.total_ms,
+            },
+            address_protocol_supported: Some(r.addr_proto_supported),
+        }
+    }
+
+    /// A run that failed before it had a report: bad input, a namespace
+    /// that does not exist, a host that refused the first read.
+    pub fn of_error(
+        command: &str,
+        netns: Option<&str>,
+        kind: ErrorKind,
+        message: &str,
+        problems: &[Problem],
+        total_ms: f64,
+    ) -> Self {
+        Document {
+            schema_version: SCHEMA_VERSION,
+            command: command.to_string(),
+            host: None,
+            netns: netns.map(str::to_string),
+            changed: false,
+            failed: true,
+            msg: message.lines().next().unwrap_or_default().to_string(),
+            exit_code: 1,
+            converged: None,
+            summary: Summary::default(),
+            resources: Vec::new(),
+            remaining: Vec::new(),
+            failure: Some(FailureDoc {
+                kind,
+                message: message.to_string(),
+                resource: None,
+                problems: problems.iter().map(ProblemDoc::from).collect(),
+            }),
+            gates: None,
+            durations_ms: DurationsDoc {
+                total: total_ms,
+                ..DurationsDoc::default()
+            },
+            address_protocol_supported: None,
+        }
+    }
 }
 
 pub fn gates_human(g: &crate::gates::Outcome) -> String {

@@ -269,7 +269,7 @@ fn bad_profile_changes_nothing() {
     let (code, out, _) = lab.underlay("apply", role, &bad);
     assert_eq!(code, 1);
     assert_eq!(out["changed"], false);
-    let p = &out["problems"][0];
+    let p = &out["failure"]["problems"][0];
     assert_eq!(p["key"], "uplinks[0].ipv4.address", "{out}");
     assert!(p["file"].as_str().unwrap().ends_with("bad.toml"));
     assert_eq!(p["line"], bad_line);
@@ -284,7 +284,7 @@ fn bad_profile_changes_nothing() {
     let missing = lab.write_host("missing.toml", &missing);
     let (code, out, _) = lab.underlay("apply", role, &missing);
     assert_eq!(code, 1);
-    let err = out["error"].as_str().unwrap();
+    let err = out["failure"]["message"].as_str().unwrap();
     assert!(err.contains("no NIC matches name ens9"), "{err}");
     assert!(
         err.contains("eth0") && err.contains("eth1") && err.contains("lo"),
@@ -488,7 +488,7 @@ fn bgp_password_reaches_bird_only() {
     let (code, out, _) = lab.underlay("apply", role, &host);
     assert_eq!(code, 1);
     assert!(
-        out["error"]
+        out["failure"]["message"]
             .as_str()
             .unwrap()
             .contains("uplink 'tor-a': password_file /etc/underlay/secrets/tor-a"),

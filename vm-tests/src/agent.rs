@@ -411,7 +411,7 @@ pub fn parse_verify_wait(code: Option<i32>, stdout: &str, stderr: &str) -> Verif
         Some(format!(
             "exit {}; no \"gates\" in the JSON output{}",
             code.map(|c| c.to_string()).unwrap_or("by signal".into()),
-            json["error"]
+            json["failure"]["message"]
                 .as_str()
                 .map(|e| format!(": {e}"))
                 .or_else(|| (!stderr.trim().is_empty()).then(|| format!(": {}", stderr.trim())))
@@ -421,7 +421,7 @@ pub fn parse_verify_wait(code: Option<i32>, stdout: &str, stderr: &str) -> Verif
         Some(format!(
             "exit {}: {}",
             code.map(|c| c.to_string()).unwrap_or("by signal".into()),
-            json["error"].as_str().unwrap_or(stderr.trim())
+            json["failure"]["message"].as_str().unwrap_or(stderr.trim())
         ))
     } else {
         None

@@ -63,12 +63,11 @@ fn snapshot(lab: &Lab, h: &Host) -> Result<Snapshot> {
     })
 }
 
-/// The error the agent reported: `failure.error` or `error` of its JSON,
+/// The error the agent reported: `failure.message` of its JSON,
 /// else its output.
 fn error_text(run: &agent::AgentRun) -> String {
-    run.json["failure"]["error"]
+    run.json["failure"]["message"]
         .as_str()
-        .or(run.json["error"].as_str())
         .map(str::to_string)
         .unwrap_or_else(|| run.text())
 }

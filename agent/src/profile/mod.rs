@@ -59,6 +59,11 @@ pub enum ProfileError {
 }
 
 impl ProfileError {
+    /// A profile that cannot be read or is invalid is always the input's fault.
+    pub fn kind(&self) -> crate::error::ErrorKind {
+        crate::error::ErrorKind::Input
+    }
+
     pub fn problems(&self) -> &[Problem] {
         match self {
             ProfileError::Invalid(p) => p,

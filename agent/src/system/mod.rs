@@ -62,6 +62,23 @@ pub enum SystemError {
     Other(String),
 }
 
+impl SystemError {
+    /// Whether a retry may help (a daemon not answering yet) or the host
+    /// refused; a config BIRD rejects or a missing namespace is the input's.
+    pub fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self {
+            SystemError::BirdControl { .. } => ErrorKind::Transient,
+            SystemError::BirdRejected(_) | SystemError::Netns { .. } => ErrorKind::Input,
+            SystemError::Netlink { .. }
+            | SystemError::Io { .. }
+            | SystemError::State { .. }
+            | SystemError::Nft(_)
+            | SystemError::Other(_) => ErrorKind::System,
+        }
+    }
+}
+
 /// The narrow interface to the host. Synchronous: implementations keep any
 /// async runtime to themselves, so the planner and engine stay plain code.
 pub trait System {

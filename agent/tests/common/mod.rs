@@ -4,6 +4,9 @@
 
 #![allow(dead_code)]
 
+#[path = "../schema_check/mod.rs"]
+mod schema_check;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -118,6 +121,7 @@ impl Lab {
                 String::from_utf8_lossy(&out.stderr)
             )
         });
+        schema_check::assert_valid(&json);
         (
             out.status.code().unwrap_or(-1),
             json,
