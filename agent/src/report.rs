@@ -8,8 +8,8 @@ use serde::Serialize;
 use crate::engine::{Mode, Report};
 use crate::error::ErrorKind;
 use crate::gates::Outcome;
-use crate::profile::Problem;
 use crate::plan::{Action, Item, Plan};
+use crate::profile::Problem;
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct Summary {
@@ -120,8 +120,20 @@ pub fn human(r: &Report, ctx: &Context, verbose: bool) -> String {
             );
         }
         Mode::Apply => {
+            if r.recovered {
+                let _ = writeln!(
+                    out,
+                    "recovered: a killed earlier run left intents in the state file; what it created is owned now"
+                );
+            }
             if let Some(f) = &r.failure {
                 let _ = writeln!(out, "FAILED at {}: {}", f.resource, f.error);
+                if !r.rolled_back.is_empty() {
+                    let _ = writeln!(out, "rolled back this run's changes:");
+                    for l in &r.rolled_back {
+                        let _ = writeln!(out, "  {l}");
+                    }
+                }
             }
             let remaining: Vec<&Item> = r.remaining.iter().flat_map(|p| p.changes()).collect();
             if r.failure.is_none() && !remaining.is_empty() {
@@ -185,6 +197,11 @@ pub struct Document {
     pub durations_ms: DurationsDoc,
     /// Whether the kernel reports address protocols (IFA_PROTO).
     pub address_protocol_supported: Option<bool>,
+    /// After a part-way failure, what was undone (one line per op, `NOT
+    /// undone ...` for one that could not be).
+    pub rolled_back: Vec<String>,
+    /// This run settled what a killed earlier run had left half-recorded.
+    pub recovered: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -297,6 +314,8 @@ impl Document {
                 total: ctx.total_ms,
             },
             address_protocol_supported: Some(r.addr_proto_supported),
+            rolled_back: r.rolled_back.clone(),
+            recovered: r.recovered,
         }
     }
 
@@ -335,6 +354,8 @@ impl Document {
                 ..DurationsDoc::default()
             },
             address_protocol_supported: None,
+            rolled_back: Vec::new(),
+            recovered: false,
         }
     }
 }

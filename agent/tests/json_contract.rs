@@ -9,7 +9,6 @@ mod schema_check;
 use std::process::Command;
 
 use serde_json::Value;
-use underlay::desired::SysctlKey;
 use underlay::engine::{self, Mode};
 use underlay::error::ErrorKind;
 use underlay::profile::load_str;
@@ -39,12 +38,10 @@ fn doc_for(mode: Mode, sys: &mut FakeSystem) -> Value {
 /// A fake host whose kernel has every sysctl the profile manages.
 fn host() -> FakeSystem {
     let mut sys = FakeSystem::with_nics(&["eth0", "eth1"]);
-    let plan = doc_for(Mode::Plan, &mut sys);
-    for item in plan["resources"].as_array().unwrap() {
-        if item["kind"] == "sysctl" {
-            let key = SysctlKey::parse(item["id"].as_str().unwrap()).unwrap();
-            sys.sysctls.insert(key, "0".into());
-        }
+    let d = load_str("role.toml", ROLE, "host.toml", HOST).unwrap();
+    let (target, _) = engine::observe(&mut sys, &d, None).unwrap();
+    for (key, _) in &target.sysctls {
+        sys.sysctls.insert(key.clone(), "0".into());
     }
     sys
 }
@@ -78,8 +75,8 @@ fn an_op_the_host_refuses_is_a_system_failure_with_its_resource() {
     let mut sys = host();
     sys.fail_at = Some(3);
     let r = engine::run(&mut sys, &d, Mode::Apply).unwrap();
-    let doc = serde_json::to_value(Document::of_report(&r, &ctx("apply"), None, r.exit_code()))
-        .unwrap();
+    let doc =
+        serde_json::to_value(Document::of_report(&r, &ctx("apply"), None, r.exit_code())).unwrap();
     schema_check::assert_valid(&doc);
     assert_eq!(doc["failed"], true);
     assert_eq!(doc["exit_code"], 1);
@@ -139,9 +136,12 @@ fn input_errors_from_the_binary_are_documents_of_kind_input() {
 #[test]
 fn a_document_missing_a_field_breaks_the_schema() {
     // The schema is a real check, not a formality.
-    let mut sys = FakeSystem::with_nics(&["eth0", "eth1"]);
+    let mut sys = host();
     let mut doc = doc_for(Mode::Plan, &mut sys);
     doc.as_object_mut().unwrap().remove("failure");
     let result = std::panic::catch_unwind(|| schema_check::assert_valid(&doc));
-    assert!(result.is_err(), "a document without `failure` passed the schema");
+    assert!(
+        result.is_err(),
+        "a document without `failure` passed the schema"
+    );
 }

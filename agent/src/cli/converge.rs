@@ -26,7 +26,12 @@ pub fn run(
     // Validate everything before the first syscall that could change anything.
     let desired = c.load(verb)?;
     let mut sys = c.open(verb, &desired)?;
-    let report = engine::run(&mut sys, &desired, mode).map_err(|e| Failed::engine(c, verb, &e))?;
+    let opts = engine::RunOptions {
+        lock_timeout: Duration::from_secs(wait.map_or(60, |w| w.lock_timeout)),
+        rollback: !wait.is_some_and(|w| w.no_rollback),
+    };
+    let report = engine::run_with(&mut sys, &desired, mode, &opts)
+        .map_err(|e| Failed::engine(c, verb, &e))?;
     let mut code = report.exit_code();
     let converge_ms = ms(started);
     let mut outcome = None;
@@ -40,7 +45,8 @@ pub fn run(
     } else if mode == Mode::Status {
         // Status shows the gates as they stand now, without waiting.
         let spec = gates::spec(&desired, &report.target, Some(Duration::ZERO));
-        outcome = Some(gates::wait(&mut sys, &spec, |_, _| {}).map_err(|e| Failed::system(c, verb, &e))?);
+        outcome =
+            Some(gates::wait(&mut sys, &spec, |_, _| {}).map_err(|e| Failed::system(c, verb, &e))?);
     }
     let ctx = Context {
         command: verb,

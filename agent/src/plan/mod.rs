@@ -6,6 +6,7 @@
 mod addresses;
 mod bgp;
 mod files;
+pub mod inverse;
 mod links;
 mod nft;
 mod rules;
@@ -66,6 +67,8 @@ pub enum Op {
     /// Check with BIRD's own parser, then swap in atomically.
     WriteBirdConfig {
         path: PathBuf,
+        /// For a new file; an existing one keeps its owner, group and mode.
+        owner: crate::desired::FileOwner,
         #[serde(skip)]
         content: String,
     },

@@ -107,6 +107,7 @@ impl System for FakeSystem {
                 .iter()
                 .map(|k| (k.clone(), self.sysctls.get(k).cloned()))
                 .collect(),
+            borrowed_rules: Vec::new(),
             files: q
                 .files
                 .iter()
@@ -115,6 +116,7 @@ impl System for FakeSystem {
             state,
             addr_proto_supported: self.addr_proto,
             bird_running: q.bird_socket.is_some() && self.bird.is_some(),
+            bird_socket: q.bird_socket.clone(),
             systemd: self.systemd,
             nft: q.nft.then(|| {
                 self.nft_reads += 1;
@@ -191,7 +193,7 @@ impl System for FakeSystem {
             Op::RemoveFile { path } => {
                 self.files.remove(path);
             }
-            Op::WriteBirdConfig { path, content } => {
+            Op::WriteBirdConfig { path, content, .. } => {
                 self.files.insert(path.clone(), content.clone());
             }
             Op::Nft { change } => {
