@@ -40,6 +40,7 @@ mod bench;
 mod bird;
 mod cmd;
 mod lifecycle;
+mod outcome;
 mod overrides;
 mod plan;
 mod probe;

@@ -43,8 +43,8 @@ use anyhow::{bail, Context, Result};
 use crate::agent;
 use crate::bird::{self, Bird};
 use crate::cmd;
+use crate::outcome::{Outcome, TestOptions};
 use crate::plan::{Host, Lab, CLIENT_SUBNET, HOST_TABLE};
-use crate::scenarios::{Outcome, TestOptions};
 use crate::status;
 
 /// Target interval between two samples of the kernel tables.
