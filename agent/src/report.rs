@@ -10,6 +10,7 @@ use crate::error::ErrorKind;
 use crate::gates::Outcome;
 use crate::plan::{Action, Item, Plan};
 use crate::profile::Problem;
+use crate::source::SourceDoc;
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct Summary {
@@ -185,6 +186,10 @@ pub struct Document {
     pub durations_ms: DurationsDoc,
     /// Whether the kernel reports address protocols (IFA_PROTO).
     pub address_protocol_supported: Option<bool>,
+    /// Where the profile and the host facts came from (origin, sha256,
+    /// whether the cache stood in for the server); empty when the run
+    /// failed before reading them.
+    pub sources: Vec<SourceDoc>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -297,6 +302,7 @@ impl Document {
                 total: ctx.total_ms,
             },
             address_protocol_supported: Some(r.addr_proto_supported),
+            sources: Vec::new(),
         }
     }
 
@@ -335,6 +341,39 @@ impl Document {
                 ..DurationsDoc::default()
             },
             address_protocol_supported: None,
+            sources: Vec::new(),
+        }
+    }
+
+    /// `show-sources`: where each item came from, nothing converged.
+    pub fn of_sources(
+        host: Option<&str>,
+        netns: Option<&str>,
+        msg: String,
+        sources: Vec<SourceDoc>,
+        total_ms: f64,
+    ) -> Self {
+        Document {
+            schema_version: SCHEMA_VERSION,
+            command: "show-sources".into(),
+            host: host.map(str::to_string),
+            netns: netns.map(str::to_string),
+            changed: false,
+            failed: false,
+            msg,
+            exit_code: 0,
+            converged: None,
+            summary: Summary::default(),
+            resources: Vec::new(),
+            remaining: Vec::new(),
+            failure: None,
+            gates: None,
+            durations_ms: DurationsDoc {
+                total: total_ms,
+                ..DurationsDoc::default()
+            },
+            address_protocol_supported: None,
+            sources,
         }
     }
 }
