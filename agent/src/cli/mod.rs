@@ -220,7 +220,12 @@ pub struct SourceArgs {
     #[arg(long, value_name = "FILE", env = "UNDERLAY_INSTANCE_DATA", default_value = cloudinit::DEFAULT_INSTANCE_DATA)]
     instance_data: PathBuf,
     /// sysfs, for DMI ${serial} and ${uuid} (class/dmi/id/product_serial, product_uuid)
-    #[arg(long, value_name = "DIR", env = "UNDERLAY_SYSFS", default_value = "/sys")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "UNDERLAY_SYSFS",
+        default_value = "/sys"
+    )]
     sysfs: PathBuf,
     /// Seconds per fetch attempt (connect, TLS, headers and body)
     #[arg(long, value_name = "SECS", default_value_t = 15.0, value_parser = positive_secs)]
@@ -234,7 +239,9 @@ pub struct SourceArgs {
 fn positive_secs(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v > 0.0 && v <= 3600.0 => Ok(v),
-        _ => Err(format!("'{s}' is not a number of seconds between 0 and 3600")),
+        _ => Err(format!(
+            "'{s}' is not a number of seconds between 0 and 3600"
+        )),
     }
 }
 
@@ -331,7 +338,9 @@ fn under_journald() -> bool {
         return false;
     };
     match nix::sys::stat::fstat(std::io::stderr()) {
-        Ok(st) => dev.parse::<u64>().ok() == Some(st.st_dev) && ino.parse::<u64>().ok() == Some(st.st_ino),
+        Ok(st) => {
+            dev.parse::<u64>().ok() == Some(st.st_dev) && ino.parse::<u64>().ok() == Some(st.st_ino)
+        }
         Err(_) => false,
     }
 }

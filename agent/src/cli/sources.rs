@@ -32,7 +32,9 @@ impl Fetched {
     pub fn store_cache(&mut self) {
         for l in &self.loaded {
             match cache::store(&mut self.host, &self.cache_dir, l) {
-                Ok(true) => tracing::info!(item = %l.item, origin = %l.origin, sha256 = %l.sha256, "cached"),
+                Ok(true) => {
+                    tracing::info!(item = %l.item, origin = %l.origin, sha256 = %l.sha256, "cached")
+                }
                 Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(item = %l.item, error = %e, "could not keep a cached copy")
@@ -116,7 +118,11 @@ impl Common {
             Failed::source(self, verb, e).with_sources(loaded.iter().map(Loaded::doc).collect())
         };
         let d = discover::discover(&self.settings(), &mut host).map_err(|e| fail(&e, &[]))?;
-        let ca = self.sources.ca_file.clone().or_else(|| d.cmdline.ca.clone());
+        let ca = self
+            .sources
+            .ca_file
+            .clone()
+            .or_else(|| d.cmdline.ca.clone());
         let mut loaded = Vec::new();
         for item in Item::BOTH {
             let c = source::choose(&d, item).map_err(|e| fail(&e, &loaded))?;
