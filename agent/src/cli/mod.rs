@@ -323,6 +323,7 @@ fn init_logs(c: &Common) {
     }
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(filter())
         .try_init();
 }

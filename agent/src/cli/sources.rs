@@ -132,7 +132,7 @@ impl Common {
                     host.use_ca(ca).map_err(|e| fail(&e, &loaded))?;
                 }
             }
-            tracing::debug!(item = %item, level = ?c.level, declared = %c.declared, "source chosen");
+            tracing::debug!(item = %item, level = c.level.key(), declared = %c.declared, "source chosen");
             let ctx = Context {
                 cache_dir: &cache_dir,
                 bootif: d.cmdline.bootif,
@@ -142,7 +142,7 @@ impl Common {
             if let Freshness::FromCache { reason } = &l.freshness {
                 tracing::warn!(item = %item, origin = %l.origin, reason = %reason, "server unreachable: using the cached copy");
             }
-            tracing::info!(item = %item, level = ?l.level, origin = %l.origin, sha256 = %l.sha256, "source loaded");
+            tracing::info!(item = %item, level = l.level.key(), origin = %l.origin, sha256 = %l.sha256, "source loaded");
             loaded.push(l);
         }
         Ok(Fetched {

@@ -93,6 +93,16 @@ pub enum Level {
 }
 
 impl Level {
+    /// As in the JSON document and logs.
+    pub fn key(self) -> &'static str {
+        match self {
+            Level::Flag => "flag",
+            Level::Cmdline => "cmdline",
+            Level::CloudInit => "cloud-init",
+            Level::Local => "local",
+        }
+    }
+
     pub fn describe(self) -> &'static str {
         match self {
             Level::Flag => "command-line flag",
