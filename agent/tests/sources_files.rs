@@ -221,3 +221,48 @@ fn journald_is_chosen_when_journal_stream_names_stderr() {
         assert!(matched.contains("source loaded"), "{matched}");
     }
 }
+
+/// The shipped examples say what underlay reads: the cloud-init example's
+/// inline host facts validate, and the PXELINUX and iPXE command lines parse
+/// (placeholders filled in; flags keep anything from being fetched).
+#[test]
+fn the_packaging_examples_parse() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/examples");
+    let fill = |t: &str| {
+        t.replace("<sha256sum l3-ecmp-calico.toml>", PIN)
+            .replace("<sha256sum of this host's file>", PIN)
+            .replace("<mac of the NIC cabled to ToR A>", "52:54:00:00:00:0a")
+            .replace("<mac of the NIC cabled to ToR B>", "52:54:00:00:00:0b")
+    };
+    let s = Scratch::new();
+    s.write("cmdline", "");
+    let ud = std::fs::read_to_string(examples.join("cloud-init-user-data.yaml")).unwrap();
+    s.write("cloud/cloud-config.txt", &fill(&ud));
+    let (code, doc) = s.show(&["--profile", ROLE]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(doc["sources"][1]["level"], "cloud-init");
+    assert_eq!(doc["host"], "node-a1");
+
+    let pxe = std::fs::read_to_string(examples.join("pxelinux.cfg/01-52-54-00-12-34-56")).unwrap();
+    let append = pxe.lines().find_map(|l| l.trim().strip_prefix("APPEND ")).expect("an APPEND line");
+    // IPAPPEND 2 adds BOOTIF.
+    s.write("cmdline", &format!("{} BOOTIF=01-52-54-00-12-34-56\n", fill(append)));
+    let (code, doc) = s.show(&["--profile", ROLE, "--host", HOST]);
+    assert_eq!(code, 0, "the PXELINUX command line parses: {doc}");
+
+    // The iPXE kernel line after iPXE expanded its own variables.
+    let ipxe = std::fs::read_to_string(examples.join("boot.ipxe")).unwrap();
+    let start = ipxe.find("\nkernel ").unwrap() + 1;
+    let kernel: String = ipxe[start..].lines().take_while(|l| !l.starts_with("initrd")).collect::<Vec<_>>().join(" ");
+    let expanded = kernel
+        .replace('\\', " ")
+        .replace("${prov}", "https://prov.example")
+        .replace("${net0/mac:hexhyp}", "52-54-00-12-34-56")
+        .replace("${net0/mac}", "52:54:00:12:34:56")
+        .replace("${profile-sha256}", PIN)
+        .replace("${host-sha256}", PIN);
+    assert!(!expanded.contains("${"), "{expanded}");
+    s.write("cmdline", &expanded);
+    let (code, doc) = s.show(&["--profile", ROLE, "--host", HOST]);
+    assert_eq!(code, 0, "the iPXE command line parses: {doc}");
+}
