@@ -10,8 +10,14 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const ROLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../profiles/l3-ecmp-calico.toml");
-const HOST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../profiles/examples/host.toml");
+const ROLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../profiles/l3-ecmp-calico.toml"
+);
+const HOST: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../profiles/examples/host.toml"
+);
 const PIN: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 
 struct Scratch {
@@ -66,7 +72,12 @@ impl Scratch {
 }
 
 fn levels(doc: &Value) -> (String, String) {
-    let l = |i: usize| doc["sources"][i]["level"].as_str().unwrap_or("-").to_string();
+    let l = |i: usize| {
+        doc["sources"][i]["level"]
+            .as_str()
+            .unwrap_or("-")
+            .to_string()
+    };
     (l(0), l(1))
 }
 
@@ -85,21 +96,33 @@ fn precedence_through_the_binary_row_by_row() {
     // cloud-init's inline host facts beat the local file.
     let host_text = std::fs::read_to_string(HOST).unwrap();
     let inline: String = host_text.lines().map(|l| format!("      {l}\n")).collect();
-    s.write("cloud/cloud-config.txt", &format!("#cloud-config\nunderlay:\n  host:\n    toml: |\n{inline}"));
+    s.write(
+        "cloud/cloud-config.txt",
+        &format!("#cloud-config\nunderlay:\n  host:\n    toml: |\n{inline}"),
+    );
     let (code, doc) = s.show(&[]);
     assert_eq!(code, 0, "{doc}");
     assert_eq!(levels(&doc), ("local".into(), "cloud-init".into()));
 
     // The kernel command line beats cloud-init; a path there is read as given.
     let cmd_role = s.copy(ROLE, "boot/role.toml");
-    s.write("cmdline", &format!("ro underlay.profile={} underlay.host={HOST}\n", cmd_role.display()));
+    s.write(
+        "cmdline",
+        &format!(
+            "ro underlay.profile={} underlay.host={HOST}\n",
+            cmd_role.display()
+        ),
+    );
     let (code, doc) = s.show(&[]);
     assert_eq!(code, 0, "{doc}");
     assert_eq!(levels(&doc), ("cmdline".into(), "cmdline".into()));
     assert_eq!(doc["sources"][0]["origin"], cmd_role.display().to_string());
 
     // A flag beats everything, for its item only.
-    let (code, doc) = s.show(&["--host", s.path("root/etc/underlay/host.toml").to_str().unwrap()]);
+    let (code, doc) = s.show(&[
+        "--host",
+        s.path("root/etc/underlay/host.toml").to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{doc}");
     assert_eq!(levels(&doc), ("cmdline".into(), "flag".into()));
     assert_eq!(doc["command"], "show-sources");
@@ -111,9 +134,16 @@ fn precedence_through_the_binary_row_by_row() {
 fn cloud_config_as_cloud_init_wrote_it_keeps_the_inline_toml_byte_for_byte() {
     let s = Scratch::new();
     s.write("cmdline", "");
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cloud-init/cloud-config.txt");
-    s.write("cloud/cloud-config.txt", &std::fs::read_to_string(fixture).unwrap());
-    s.write("instance-data.json", r#"{"v1": {"local_hostname": "node-a1"}, "ds": {"meta_data": {}}}"#);
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cloud-init/cloud-config.txt");
+    s.write(
+        "cloud/cloud-config.txt",
+        &std::fs::read_to_string(fixture).unwrap(),
+    );
+    s.write(
+        "instance-data.json",
+        r#"{"v1": {"local_hostname": "node-a1"}, "ds": {"meta_data": {}}}"#,
+    );
     // The fixture's profile is remote: take the profile from a flag so
     // nothing is fetched, and read the host facts from cloud-init.
     let (code, doc) = s.show(&["--profile", ROLE]);
@@ -143,13 +173,28 @@ fn errors_name_where_the_mistake_is_and_change_nothing() {
     s.write("cmdline", "ro underlay.profle=https://prov/r.toml");
     let (code, doc) = s.show(&[]);
     assert_eq!((code, kind(&doc)), (1, "input".into()));
-    assert!(msg(&doc).contains("unknown parameter underlay.profle"), "{}", msg(&doc));
+    assert!(
+        msg(&doc).contains("unknown parameter underlay.profle"),
+        "{}",
+        msg(&doc)
+    );
 
     // Unpinned, plain http: refused before any connection.
     for (line, wants) in [
-        ("underlay.profile=https://prov.invalid/r.toml".to_string(), "must be pinned: add underlay.profile.sha256="),
-        (format!("underlay.profile=http://prov.invalid/r.toml underlay.profile.sha256={PIN}"), "plain http is refused"),
-        (format!("underlay.profile=https://prov.invalid/${{mac}}.toml underlay.profile.sha256={PIN}"), "BOOTIF="),
+        (
+            "underlay.profile=https://prov.invalid/r.toml".to_string(),
+            "must be pinned: add underlay.profile.sha256=",
+        ),
+        (
+            format!("underlay.profile=http://prov.invalid/r.toml underlay.profile.sha256={PIN}"),
+            "plain http is refused",
+        ),
+        (
+            format!(
+                "underlay.profile=https://prov.invalid/${{mac}}.toml underlay.profile.sha256={PIN}"
+            ),
+            "BOOTIF=",
+        ),
     ] {
         s.write("cmdline", &line);
         let (code, doc) = s.show(&["--host", HOST]);
@@ -167,15 +212,32 @@ fn errors_name_where_the_mistake_is_and_change_nothing() {
     assert_eq!((code, kind(&doc)), (1, "input".into()), "{doc}");
     let p = &doc["failure"]["problems"][0];
     assert_eq!(p["file"], "cloud-init user-data underlay.host.toml");
-    assert_eq!((p["line"].as_u64(), p["column"].as_u64()), (Some(2), Some(12)), "{p}");
-    assert_eq!(doc["sources"][1]["level"], "cloud-init", "the failure still says where the bytes came from");
+    assert_eq!(
+        (p["line"].as_u64(), p["column"].as_u64()),
+        (Some(2), Some(12)),
+        "{p}"
+    );
+    assert_eq!(
+        doc["sources"][1]["level"], "cloud-init",
+        "the failure still says where the bytes came from"
+    );
 
     // A broken underlay key in cloud-init.
-    s.write("cloud/cloud-config.txt", "#cloud-config\nunderlay:\n  host: {url: https://x/h.toml, toml: x}\n");
+    s.write(
+        "cloud/cloud-config.txt",
+        "#cloud-config\nunderlay:\n  host: {url: https://x/h.toml, toml: x}\n",
+    );
     let (code, doc) = s.show(&["--profile", ROLE]);
     assert_eq!((code, kind(&doc)), (1, "input".into()));
-    assert!(msg(&doc).contains("underlay.host: has both `url:` and `toml:`"), "{}", msg(&doc));
-    assert!(!s.path("root/var").exists(), "nothing was written below the root");
+    assert!(
+        msg(&doc).contains("underlay.host: has both `url:` and `toml:`"),
+        "{}",
+        msg(&doc)
+    );
+    assert!(
+        !s.path("root/var").exists(),
+        "nothing was written below the root"
+    );
 }
 
 /// Under systemd, stderr is the journal stream named by JOURNAL_STREAM
@@ -211,10 +273,16 @@ fn journald_is_chosen_when_journal_stream_names_stderr() {
         std::fs::read_to_string(&err).unwrap()
     };
     let other = run("other");
-    assert!(other.contains("source loaded"), "text logs on stderr: {other}");
+    assert!(
+        other.contains("source loaded"),
+        "text logs on stderr: {other}"
+    );
     let matched = run("match");
     if Path::new("/run/systemd/journal/socket").exists() {
-        assert!(!matched.contains("source loaded"), "logs went to the journal: {matched}");
+        assert!(
+            !matched.contains("source loaded"),
+            "logs went to the journal: {matched}"
+        );
     } else {
         // No journald on this machine: the switch was made, and it says why it fell back.
         assert!(matched.contains("cannot log to the journal"), "{matched}");
@@ -244,16 +312,26 @@ fn the_packaging_examples_parse() {
     assert_eq!(doc["host"], "node-a1");
 
     let pxe = std::fs::read_to_string(examples.join("pxelinux.cfg/01-52-54-00-12-34-56")).unwrap();
-    let append = pxe.lines().find_map(|l| l.trim().strip_prefix("APPEND ")).expect("an APPEND line");
+    let append = pxe
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("APPEND "))
+        .expect("an APPEND line");
     // IPAPPEND 2 adds BOOTIF.
-    s.write("cmdline", &format!("{} BOOTIF=01-52-54-00-12-34-56\n", fill(append)));
+    s.write(
+        "cmdline",
+        &format!("{} BOOTIF=01-52-54-00-12-34-56\n", fill(append)),
+    );
     let (code, doc) = s.show(&["--profile", ROLE, "--host", HOST]);
     assert_eq!(code, 0, "the PXELINUX command line parses: {doc}");
 
     // The iPXE kernel line after iPXE expanded its own variables.
     let ipxe = std::fs::read_to_string(examples.join("boot.ipxe")).unwrap();
     let start = ipxe.find("\nkernel ").unwrap() + 1;
-    let kernel: String = ipxe[start..].lines().take_while(|l| !l.starts_with("initrd")).collect::<Vec<_>>().join(" ");
+    let kernel: String = ipxe[start..]
+        .lines()
+        .take_while(|l| !l.starts_with("initrd"))
+        .collect::<Vec<_>>()
+        .join(" ");
     let expanded = kernel
         .replace('\\', " ")
         .replace("${prov}", "https://prov.example")

@@ -18,8 +18,7 @@ use common::{host_facts, Lab, ROLE};
 use https_server::{Reply, Server, TestCa};
 use serde_json::Value;
 
-#[path = "schema_check/mod.rs"]
-mod schema_check;
+use common::schema_check;
 
 const SERVER_IP: &str = "192.0.2.1";
 const BASE: &str = "https://192.0.2.1:8443";

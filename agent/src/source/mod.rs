@@ -590,7 +590,7 @@ fn resolve_url(
             )))
         }
     }
-    if url.host_str().map_or(true, str::is_empty) {
+    if !matches!(url.host_str(), Some(h) if !h.is_empty()) {
         return Err(url_err("no host in the URL".into()));
     }
     Ok(url)
