@@ -20,11 +20,14 @@ pub fn run(
     c: &Common,
     wait: Option<&WithWait>,
 ) -> Result<ExitCode, Failed> {
-    init_logs(c.verbose);
+    init_logs(c);
     output::start_clock();
     let started = Instant::now();
     // Validate everything before the first syscall that could change anything.
-    let desired = c.load(verb)?;
+    let (desired, mut sources) = c.load(verb)?;
+    if mode == Mode::Apply {
+        sources.store_cache();
+    }
     let mut sys = c.open(verb, &desired)?;
     let opts = engine::RunOptions {
         lock_timeout: Duration::from_secs(wait.map_or(60, |w| w.lock_timeout)),
@@ -57,9 +60,14 @@ pub fn run(
     if c.json {
         let mut doc = Document::of_report(&report, &ctx, outcome.as_ref(), code);
         doc.durations_ms.total = ms(started);
+        doc.msg.push_str(&sources.msg_suffix());
+        doc.sources = sources.docs();
         println!("{}", serde_json::to_string(&doc).unwrap_or_default());
     } else {
         print!("{}", report::human(&report, &ctx, c.verbose > 0));
+        for note in sources.cache_notes() {
+            println!("note: {note}");
+        }
         if let Some(g) = &outcome {
             print!("{}", report::gates_human(g));
         }
