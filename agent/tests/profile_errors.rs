@@ -133,7 +133,11 @@ fn unknown_key_in_role() {
         "routing.tabel",
         &role,
         "tabel",
-        &["unknown field `tabel`"],
+        &[
+            "unknown key `tabel`",
+            "did you mean `tables`?",
+            "expected one of: protocol",
+        ],
     );
 }
 
@@ -147,7 +151,7 @@ fn unknown_key_in_host_uplink() {
         "uplinks[0].peer_as",
         &host,
         "peer_as = 1",
-        &["unknown field `peer_as`"],
+        &["unknown key `peer_as`", "did you mean `peer_asn`?"],
     );
 }
 
@@ -175,7 +179,11 @@ fn malformed_ip() {
         "service_ipv4",
         &host,
         "service_ipv4",
-        &["invalid", "found \"10.10.0.300/32\""],
+        &[
+            "found \"10.10.0.300/32\"",
+            "not a valid address",
+            "expected an IPv4 host prefix",
+        ],
     );
 }
 
@@ -483,5 +491,9 @@ fn problems_in_both_files_are_reported() {
     let ps = problems(&role, &host);
     let files: Vec<&str> = ps.iter().map(|p| p.file.to_str().unwrap()).collect();
     assert_eq!(files, ["role.toml", "host.toml"], "{ps:#?}");
-    assert!(ps[1].message.contains("ASN 0 is reserved"), "{}", ps[1]);
+    assert!(
+        ps[1].message.contains("found ASN 0, which is reserved"),
+        "{}",
+        ps[1]
+    );
 }

@@ -14,19 +14,18 @@ pub const DEFAULT_TEMPLATES: &str = "/etc/underlay/templates";
 fn absolute(
     src: &Source,
     key: &str,
-    v: &Option<String>,
+    v: &Option<toml::Spanned<String>>,
     default: &str,
     p: &mut Vec<Problem>,
 ) -> std::path::PathBuf {
-    let s = v.clone().unwrap_or_else(|| default.to_string());
-    if !s.starts_with('/') {
-        p.push(src.problem(
-            key,
-            &(0..0),
-            format!("found '{s}', expected an absolute path such as {default}"),
-        ));
-    }
-    s.into()
+    let kind = if key.ends_with("_dir") {
+        super::paths::Kind::Dir
+    } else {
+        super::paths::Kind::File
+    };
+    v.as_ref()
+        .and_then(|s| super::paths::logical(src, key, s, kind, default, p))
+        .unwrap_or_else(|| default.into())
 }
 
 pub(super) fn validate(
@@ -93,6 +92,12 @@ pub(super) fn validate(
                 "bgp.keepalive",
                 &k.span(),
                 format!("found {keepalive}, expected less than hold_time ({hold_time}), typically a third of it"),
+            ));
+        } else if let Some(h) = &b.hold_time {
+            p.push(src.problem(
+                "bgp.hold_time",
+                &h.span(),
+                format!("found {hold_time}, expected more than keepalive ({keepalive} by default); set keepalive too, e.g. keepalive = 1"),
             ));
         }
     }
