@@ -7,6 +7,7 @@ pub(crate) mod bird;
 mod links;
 mod routes;
 mod rules;
+pub mod secret;
 mod units;
 
 use std::path::{Path, PathBuf};
@@ -96,6 +97,10 @@ impl System for LinuxSystem {
 
     fn read_file(&mut self, path: &Path) -> Result<Option<String>, SystemError> {
         files::read(&files::under_root(&self.root, path))
+    }
+
+    fn read_secret(&mut self, path: &Path) -> Result<Option<super::Secret>, SystemError> {
+        secret::read(&self.root, path)
     }
 
     fn observe(
