@@ -315,7 +315,7 @@ fn duplicate_table_id() {
     assert_eq!(ps[0].key, "routing.tables[1].id");
     assert_eq!(ps[0].line, 12);
     assert!(
-        ps[0].message.contains("duplicate table id 1001"),
+        ps[0].message.contains("found table id 1001, a duplicate"),
         "{}",
         ps[0]
     );
@@ -334,7 +334,7 @@ fn duplicate_table_name() {
     assert_eq!(ps[0].line, 11);
     assert!(ps[0]
         .message
-        .contains("duplicate table name 'underlay-host'"));
+        .contains("found table name 'underlay-host', a duplicate"));
 }
 
 #[test]
@@ -344,7 +344,7 @@ fn duplicate_rule_priority() {
     assert_eq!(ps.len(), 1, "{ps:#?}");
     assert_eq!(ps[0].key, "routing.rules[1].priority");
     assert_eq!(ps[0].line, 16);
-    assert!(ps[0].message.contains("duplicate rule priority 30000"));
+    assert!(ps[0].message.contains("found priority 30000, a duplicate"));
 }
 
 #[test]
@@ -393,7 +393,10 @@ fn rule_names_unknown_table() {
         "routing.rules[1].table",
         &role,
         "table = \"nope\"",
-        &["unknown table 'nope'", "underlay-host"],
+        &[
+            "found 'nope', which is not a table",
+            "expected one of: main, underlay-host",
+        ],
     );
 }
 
@@ -408,7 +411,9 @@ fn duplicate_uplink_match() {
     assert_eq!(ps.len(), 1, "{ps:#?}");
     assert_eq!(ps[0].key, "uplinks[1].nic");
     assert_eq!(ps[0].line, 14);
-    assert!(ps[0].message.contains("duplicate NIC match (name eth0)"));
+    assert!(ps[0]
+        .message
+        .contains("found NIC match name eth0, a duplicate"));
 }
 
 #[test]
@@ -439,7 +444,10 @@ fn nic_needs_exactly_one_match() {
         "uplinks[0].nic",
         &host,
         "nic = { name = \"eth0\", mac",
-        &["exactly one of nic.name or nic.mac"],
+        &[
+            "neither or both of nic.name and nic.mac",
+            "expected exactly one",
+        ],
     );
 }
 

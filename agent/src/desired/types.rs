@@ -61,9 +61,12 @@ impl TryFrom<u32> for TableId {
     type Error = String;
     fn try_from(v: u32) -> Result<Self, String> {
         match v {
-            0 => Err("table id 0 is the kernel's 'unspec'; pick an id above 250, e.g. 1001".into()),
+            0 => Err(
+                "found table id 0, the kernel's 'unspec'; expected an id above 255, e.g. 1001"
+                    .into(),
+            ),
             253..=255 => Err(format!(
-                "table id {v} is reserved by the kernel (253 default, 254 main, 255 local); pick an id above 255, e.g. 1001"
+                "found table id {v}, reserved by the kernel (253 default, 254 main, 255 local); expected an id above 255, e.g. 1001"
             )),
             _ => Ok(TableId(v)),
         }
@@ -97,7 +100,7 @@ impl TryFrom<u32> for RulePriority {
     type Error = String;
     fn try_from(v: u32) -> Result<Self, String> {
         if v == 0 {
-            Err("priority 0 belongs to the kernel's `local` rule; use 1–32765".into())
+            Err("found priority 0, the kernel's `local` rule; expected 1–32765, e.g. 30000".into())
         } else {
             Ok(RulePriority(v))
         }
@@ -288,7 +291,7 @@ impl TryFrom<u8> for ProtocolId {
     fn try_from(v: u8) -> Result<Self, String> {
         if v <= 4 {
             Err(format!(
-                "protocol {v} is the kernel's own (0–4); pick an unused number above 200, e.g. 211"
+                "found protocol {v}, the kernel's own (0–4); expected an unused number above 200, e.g. 211"
             ))
         } else {
             Ok(ProtocolId(v))

@@ -41,12 +41,13 @@ pub(super) fn validate(
     let host_table = tables.iter().find(|t| &t.name == name).cloned();
     if host_table.is_none() {
         let why = if TableId::builtin(name).is_some() {
-            format!("'{name}' is a kernel table; the host BIRD must sync a table of its own (Calico's BIRD owns main)")
+            format!("found '{name}', a kernel table; expected a table of its own for the host BIRD (Calico's BIRD owns main)")
         } else {
             let known: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
             format!(
-                "unknown table '{name}', expected one of routing.tables: {}",
-                known.join(", ")
+                "found '{}', which is not one of routing.tables; expected one of: {}",
+                crate::desired::types::shown(name),
+                crate::desired::types::shown(&known.join(", "))
             )
         };
         p.push(src.problem("bgp.host_table", &b.host_table.span(), why));

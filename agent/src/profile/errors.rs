@@ -193,10 +193,20 @@ pub(super) fn problem(src: &Source, path: String, e: &toml::de::Error) -> Proble
             }
         }
     };
+    let token = src.text.get(span.clone()).unwrap_or("").trim().to_string();
     let mut key = if path.is_empty() {
         locate_key(&src.text, span.start)
     } else {
         path
+    };
+    // TOML hands datetimes to serde as a one-key table.
+    let raw = if raw.contains("$__toml_private_datetime") {
+        key = key.replace(".$__toml_private_datetime", "");
+        "invalid type: datetime, expected a value of the documented type".to_string()
+    } else if raw.contains("wanted string or table") {
+        "invalid type: wrong type, expected a string".to_string()
+    } else {
+        raw
     };
     let message = if let Some(field) = between(&raw, "missing field `", "`") {
         key = join(&key, field);
@@ -275,7 +285,7 @@ pub(super) fn problem(src: &Source, path: String, e: &toml::de::Error) -> Proble
         }
         m
     } else {
-        syntax_message(&key, &raw, &found)
+        syntax_message(&key, &raw, &found, &token)
     };
     src.problem(key, &span, message)
 }
@@ -305,12 +315,12 @@ fn looks_syntactic(raw: &str) -> bool {
     .any(|m| raw.starts_with(m) || raw.contains(&format!("\n{m}")))
 }
 
-fn syntax_message(key: &str, raw: &str, found: &str) -> String {
+fn syntax_message(key: &str, raw: &str, found: &str, token: &str) -> String {
     let what = single_line(raw);
     let sysctl = key.starts_with("sysctl");
-    let bare_word = found.starts_with(|c: char| c.is_ascii_alphabetic())
-        && !found.contains(['=', '"', '[', '{'])
-        && !matches!(found, "true" | "false" | "inf" | "nan");
+    let bare_word = token.starts_with(|c: char| c.is_ascii_alphabetic())
+        && !token.contains(['=', '"', '[', '{', ' '])
+        && !matches!(token, "true" | "false" | "inf" | "nan");
     if !sysctl
         && bare_word
         && (raw.contains("float") || raw.contains("integer") || raw.contains("quoted"))
@@ -319,7 +329,7 @@ fn syntax_message(key: &str, raw: &str, found: &str) -> String {
         let last = last.split('[').next().unwrap_or(last);
         return format!(
             "found {found} without quotes; expected a quoted string: {last} = \"{}\"",
-            found.split_whitespace().next().unwrap_or(found)
+            shown(token)
         );
     }
     let fix = if sysctl {
@@ -448,7 +458,12 @@ pub(super) fn locate_key(text: &str, offset: usize) -> String {
     }
     let line = &text[line_start..line_end];
     if let Some(h) = header_path(line, &mut arrays) {
-        return h;
+        // `[` alone (a header cut short) names nothing: say where it is.
+        return match (h.is_empty(), header.is_empty()) {
+            (false, _) => h,
+            (true, false) => header,
+            (true, true) => "(top level)".into(),
+        };
     }
     let key = line_key(line);
     if key.is_empty() {

@@ -31,6 +31,7 @@ pub const MAX_INPUT_BYTES: usize = 1 << 20;
 /// Longest message a problem carries (each echoed value is capped at
 /// [`crate::desired::types::ECHO_LIMIT`] characters before that).
 const MAX_MESSAGE_CHARS: usize = 600;
+const MAX_KEY_CHARS: usize = 160;
 
 /// One mistake in a profile, located in its file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,13 +163,18 @@ impl Source {
         message: impl Into<String>,
     ) -> Problem {
         let (line, column) = self.location(span);
+        // Key paths hold keys a person wrote: capped like any echoed value.
+        let mut key: String = key.into();
+        if key.chars().count() > MAX_KEY_CHARS {
+            key = key.chars().take(MAX_KEY_CHARS).collect::<String>() + "…";
+        }
         let mut message: String = message.into();
         if message.chars().count() > MAX_MESSAGE_CHARS {
             message = message.chars().take(MAX_MESSAGE_CHARS).collect::<String>() + "…";
         }
         Problem {
             file: self.path.clone(),
-            key: key.into(),
+            key,
             line,
             column,
             message,

@@ -96,7 +96,7 @@ pub(super) fn validate(
                 p.push(host_src.problem(
                     format!("uplinks[{i}].ipv6"),
                     &v6.address.span(),
-                    "an IPv6 BGP session needs service_ipv6 (the /128 it announces); add service_ipv6 or drop the uplink's ipv6",
+                    "found an IPv6 transit without service_ipv6; expected service_ipv6 too (the /128 an IPv6 BGP session announces): add service_ipv6 or drop the uplink's ipv6",
                 ));
             }
         }
@@ -109,7 +109,7 @@ pub(super) fn validate(
         p.push(host_src.problem(
             "uplinks",
             &(0..0),
-            "no uplinks; expected at least one [[uplinks]] table (one per top-of-rack switch)",
+            "found no uplinks; expected at least one [[uplinks]] table (one per top-of-rack switch)",
         ));
     }
 
@@ -185,7 +185,7 @@ fn nat(src: &Source, role: &RoleInput, p: &mut Vec<Problem>) -> crate::desired::
         p.push(src.problem(
             "nat.mode",
             &(0..0),
-            "snat needs pods.cidrs: it translates pod egress to the service IP",
+            "found mode snat without pods.cidrs; expected pods.cidrs too (snat translates pod egress to the service IP), or another mode",
         ));
     }
     crate::desired::Nat {
@@ -211,14 +211,14 @@ fn tables(src: &Source, role: &RoleInput, p: &mut Vec<Problem>) -> Vec<Table> {
             p.push(src.problem(
                 format!("routing.tables[{i}].name"),
                 &t.name.span(),
-                format!("found '{name}', expected a name of letters, digits, '-' and '_' (not only digits), e.g. underlay-host"),
+                format!("found '{}', expected a name of 1–64 letters, digits, '-' and '_' (not only digits), e.g. underlay-host", shown(name)),
             ));
         } else if TableId::builtin(name).is_some() {
             p.push(src.problem(
                 format!("routing.tables[{i}].name"),
                 &t.name.span(),
                 format!(
-                    "'{name}' is a kernel table; define a table of your own, e.g. underlay-host"
+                    "found '{name}', a kernel table; expected a table of your own, e.g. underlay-host"
                 ),
             ));
         }
@@ -236,20 +236,22 @@ fn tables(src: &Source, role: &RoleInput, p: &mut Vec<Problem>) -> Vec<Table> {
             p.push(src.problem(
                 format!("routing.tables[{i}].id"),
                 &t.id.span(),
-                format!("duplicate table id {id}: routing.tables[{j}] already uses it; every table needs its own id"),
+                format!("found table id {id}, a duplicate: routing.tables[{j}] already uses it; expected an id of its own"),
             ));
         }
         if let Some(j) = by_name.insert(name, i) {
             p.push(src.problem(
                 format!("routing.tables[{i}].name"),
                 &t.name.span(),
-                format!("duplicate table name '{name}': routing.tables[{j}] already uses it"),
+                format!("found table name '{}', a duplicate: routing.tables[{j}] already uses it; expected a name of its own", shown(name)),
             ));
         }
-        out.push(Table {
-            name: name.to_string(),
-            id,
-        });
+        if valid_name {
+            out.push(Table {
+                name: name.to_string(),
+                id,
+            });
+        }
     }
     out
 }
@@ -269,7 +271,7 @@ fn rules(
             p.push(src.problem(
                 format!("routing.rules[{i}].priority"),
                 &r.priority.span(),
-                format!("duplicate rule priority {prio}: routing.rules[{j}] already uses it; give every rule its own priority"),
+                format!("found priority {prio}, a duplicate: routing.rules[{j}] already uses it; expected a priority of its own"),
             ));
         }
         if (32766..=32767).contains(&prio) {
@@ -292,8 +294,9 @@ fn rules(
                 format!("routing.rules[{i}].table"),
                 &r.table.span(),
                 format!(
-                    "unknown table '{name}', expected one of: {}",
-                    known.join(", ")
+                    "found '{}', which is not a table; expected one of: {}",
+                    shown(name),
+                    shown(&known.join(", "))
                 ),
             ));
             continue;
@@ -349,7 +352,7 @@ fn pods(src: &Source, role: &RoleInput, p: &mut Vec<Problem>) -> Pods {
         let net = *c.get_ref();
         if !cidrs.iter().any(|p: &IpNet| p.contains(&net)) {
             p.push(src.problem(
-                format!("pods.zones.{zone}"),
+                format!("pods.zones.{}", shown(zone)),
                 &c.span(),
                 format!(
                     "found {net}, expected a block inside one of pods.cidrs ({})",
@@ -426,7 +429,7 @@ fn uplinks(
                 p.push(src.problem(
                     format!("uplinks[{i}].nic"),
                     &u.nic.span(),
-                    "expected exactly one of nic.name or nic.mac, e.g. nic = { name = \"eth0\" }",
+                    "found neither or both of nic.name and nic.mac; expected exactly one, e.g. nic = { name = \"eth0\" }",
                 ));
                 None
             }
@@ -446,7 +449,7 @@ fn uplinks(
                 p.push(src.problem(
                     format!("uplinks[{i}].nic"),
                     &u.nic.span(),
-                    format!("duplicate NIC match ({nic}): uplinks[{j}] already matches it; each uplink needs its own NIC"),
+                    format!("found NIC match {nic}, a duplicate: uplinks[{j}] already uses it; expected a NIC of its own per uplink"),
                 ));
             }
         }
@@ -456,7 +459,7 @@ fn uplinks(
             p.push(src.problem(
                 format!("uplinks[{i}]"),
                 &u.name.span(),
-                "no transit address; expected ipv4 = { address = \"172.30.0.1/31\", peer = \"172.30.0.0\" } and/or ipv6",
+                "found no transit address; expected ipv4 = { address = \"172.30.0.1/31\", peer = \"172.30.0.0\" } and/or ipv6",
             ));
         }
         let mtu = u
@@ -524,7 +527,7 @@ fn transit_v4(
         p.push(src.problem(
             format!("uplinks[{i}].ipv4.address"),
             &t.address.span(),
-            format!("found {addr}, which is the network or broadcast address of its /30; use .1 or .2 of the block"),
+            format!("found {addr}, which is the network or broadcast address of its /30; expected .1 or .2 of the block"),
         ));
     } else if let Some(why) = peer_problem(IpNet::V4(addr), IpAddr::V4(peer)) {
         p.push(src.problem(format!("uplinks[{i}].ipv4.peer"), &t.peer.span(), why));
