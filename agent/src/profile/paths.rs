@@ -115,11 +115,13 @@ pub(super) struct Named<'a> {
     pub at: Option<(&'a Source, std::ops::Range<usize>)>,
     /// Written or created (by us or BIRD), rather than only read.
     pub written: bool,
+    /// Read as a secret: a password file holds nothing but its password.
+    pub secret: bool,
 }
 
-/// Refuses two names for one file where one of them is written, and any
-/// path onto (or inside, or above) underlay's own files. Reading the same
-/// password file for two sessions is fine.
+/// Refuses two names for one file where one of them is written or only one
+/// is a secret, and any path onto (or inside, or above) underlay's own
+/// files. Reading one password file for two sessions is fine.
 pub(super) fn collisions(named: &[Named<'_>], fallback: &Source, p: &mut Vec<Problem>) {
     let overlap = |a: &Path, b: &Path| a.starts_with(b) || b.starts_with(a);
     for (i, n) in named.iter().enumerate() {
@@ -130,15 +132,20 @@ pub(super) fn collisions(named: &[Named<'_>], fallback: &Source, p: &mut Vec<Pro
                     &n.key,
                     &span,
                     format!(
-                        "found '{}', which {} {own} ({what}); expected a path of its own, e.g. the default",
+                        "found '{}', which {} {own} ({what}); expected a path of its own",
                         shown(&n.path.display().to_string()),
-                        if n.path == Path::new(own) { "is" } else { "overlaps" },
+                        if n.path == Path::new(own) {
+                            "is"
+                        } else {
+                            "overlaps"
+                        },
                     ),
                 ));
             }
         }
         for other in &named[..i] {
-            if !(n.written || other.written) || !overlap(&n.path, &other.path) {
+            let clash = n.written || other.written || n.secret != other.secret;
+            if !clash || !overlap(&n.path, &other.path) {
                 continue;
             }
             // Report where a person wrote it: the later one unless only the

@@ -350,6 +350,16 @@ fn pods(src: &Source, role: &RoleInput, p: &mut Vec<Problem>) -> Pods {
     let mut zones = Vec::new();
     for (zone, c) in &role.pods.zones {
         let net = *c.get_ref();
+        if let Some(why) = names::label_problem(zone) {
+            p.push(src.problem(
+                format!("pods.zones.{}", shown(zone)),
+                &c.span(),
+                format!(
+                    "found zone name '{}': {why}; expected a Kubernetes label value (hosts carry it as topology.kubernetes.io/zone), e.g. az1",
+                    shown(zone)
+                ),
+            ));
+        }
         if !cidrs.iter().any(|p: &IpNet| p.contains(&net)) {
             p.push(src.problem(
                 format!("pods.zones.{}", shown(zone)),
@@ -616,18 +626,21 @@ fn path_collisions(
             path: b.config_path.clone(),
             at: at(input.and_then(|i| i.config_path.as_ref())),
             written: true,
+            secret: false,
         },
         Named {
             key: "bgp.control_socket".into(),
             path: b.control_socket.clone(),
             at: at(input.and_then(|i| i.control_socket.as_ref())),
             written: true,
+            secret: false,
         },
         Named {
             key: "bgp.templates_dir".into(),
             path: b.templates_dir.join(crate::bgp::render::TEMPLATE_NAME),
             at: at(input.and_then(|i| i.templates_dir.as_ref())),
             written: false,
+            secret: false,
         },
     ];
     for (i, (u, input)) in uplinks.iter().zip(&host.uplinks).enumerate() {
@@ -637,6 +650,7 @@ fn path_collisions(
                 path: f.clone(),
                 at: Some((host_src, given.span())),
                 written: false,
+                secret: true,
             });
         }
     }
