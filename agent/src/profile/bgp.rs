@@ -165,8 +165,21 @@ pub(super) fn validate(
                     "bgp.calico.calico_address",
                     &span,
                     format!(
-                        "found {calico_address} for both ends; the two BIRDs need different session addresses \
-                         (a next hop equal to the neighbour's address is rejected), e.g. 127.0.0.1 and 127.0.0.2"
+                        "found {calico_address} for both ends; expected two different session addresses \
+                         (BIRD rejects a next hop equal to the neighbour's address), e.g. 127.0.0.1 and 127.0.0.2"
+                    ),
+                ));
+            } else if host_address.is_ipv4() != calico_address.is_ipv4() {
+                let span = c
+                    .as_ref()
+                    .and_then(|c| c.host_address.as_ref().or(c.calico_address.as_ref()))
+                    .map_or(0..0, |a| a.span());
+                p.push(src.problem(
+                    "bgp.calico.host_address",
+                    &span,
+                    format!(
+                        "found {host_address} and calico_address {calico_address}; expected one address family for both ends \
+                         of the session, e.g. 127.0.0.1 and 127.0.0.2 (or ::1 and an IPv6 calico_address)"
                     ),
                 ));
             }

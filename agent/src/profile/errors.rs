@@ -86,7 +86,7 @@ fn hint(path: &str) -> Option<Hint> {
         "nat.guard.mark" => h("the masquerade mark bits", "mark = 0x4000"),
         "nat.guard.ipip" => h("true or false", "ipip = true"),
         "nat.guard.vxlan_port" => h("a UDP port 1–65535", "vxlan_port = 4789"),
-        "hostname" => h("a DNS name", "hostname = \"node-a1\""),
+        "hostname" => h("an RFC 1123 host name", "hostname = \"node-a1\""),
         "zone" => h("a zone label", "zone = \"az1\""),
         "rack" => h("a rack label", "rack = \"r01\""),
         "asn" => h("our ASN", "asn = 65101"),
@@ -203,7 +203,7 @@ pub(super) fn problem(src: &Source, path: String, e: &toml::de::Error) -> Proble
     let raw = if raw.contains("$__toml_private_datetime") {
         key = key.replace(".$__toml_private_datetime", "");
         "invalid type: datetime, expected a value of the documented type".to_string()
-    } else if raw.contains("wanted string or table") {
+    } else if raw.contains("wanted string or table") || raw.contains("wanted exactly 1 element") {
         "invalid type: wrong type, expected a string".to_string()
     } else {
         raw
@@ -277,42 +277,13 @@ pub(super) fn problem(src: &Source, path: String, e: &toml::de::Error) -> Proble
         )
     } else if raw.contains("invalid IP address syntax") || raw.contains("invalid IP") {
         address_message(&key, &found)
-    } else if path_is_known(&key) && !looks_syntactic(&raw) {
+    } else if raw.starts_with("found ") {
         // One of our own TryFrom messages (found …, expected …): keep it.
-        let mut m = single_line(&raw);
-        if !m.contains("found") && !found.is_empty() {
-            m = format!("found {found}: {m}");
-        }
-        m
+        single_line(&raw)
     } else {
         syntax_message(&key, &raw, &found, &token)
     };
     src.problem(key, &span, message)
-}
-
-fn path_is_known(key: &str) -> bool {
-    !key.is_empty()
-}
-
-/// Parser messages (as opposed to a value's own refusal).
-fn looks_syntactic(raw: &str) -> bool {
-    [
-        "expected `",
-        "invalid ",
-        "unclosed",
-        "unterminated",
-        "expected newline",
-        "key with no value",
-        "string values must be quoted",
-        "extra assignment",
-        "unexpected",
-        "expected a",
-        "expected an",
-        "invalid unquoted key",
-        "duplicate",
-    ]
-    .iter()
-    .any(|m| raw.starts_with(m) || raw.contains(&format!("\n{m}")))
 }
 
 fn syntax_message(key: &str, raw: &str, found: &str, token: &str) -> String {
@@ -332,8 +303,16 @@ fn syntax_message(key: &str, raw: &str, found: &str, token: &str) -> String {
             shown(token)
         );
     }
+    if let Some(h) = hint(&schema_path(key)).filter(|_| !sysctl && !token.starts_with('[')) {
+        return format!(
+            "found {found} ({what}); expected {}, e.g. {}",
+            h.expected, h.example
+        );
+    }
     let fix = if sysctl {
         "quote sysctl keys: \"net.ipv4.conf.{uplink}.rp_filter\" = 2"
+    } else if raw.contains("unquoted key") {
+        "a key of letters, digits, '-' and '_' before `=`, e.g. hostname = \"node-a1\""
     } else if raw.contains("quoted") || raw.contains("string") {
         "put strings in double quotes: hostname = \"node-a1\""
     } else {
@@ -467,7 +446,11 @@ pub(super) fn locate_key(text: &str, offset: usize) -> String {
     }
     let key = line_key(line);
     if key.is_empty() {
-        return header;
+        return if header.is_empty() {
+            "(top level)".into()
+        } else {
+            header
+        };
     }
     // Inside an inline table: `nic = { name = "a", name = "b" }`.
     let col = offset - line_start;

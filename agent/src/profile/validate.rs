@@ -105,6 +105,26 @@ pub(super) fn validate(
         .bgp
         .as_ref()
         .and_then(|b| super::bgp::validate(role_src, b, &tables, host.asn, uplinks.len(), &mut p));
+    if let (Some(b), None) = (&bgp, service_ipv6) {
+        if let Some(c) = b.calico.filter(|c| c.host_address.is_ipv6()) {
+            let span = role
+                .bgp
+                .as_ref()
+                .and_then(|b| b.calico.as_ref())
+                .and_then(|c| c.host_address.as_ref())
+                .map_or(0..0, |a| a.span());
+            p.push(role_src.problem(
+                "bgp.calico.host_address",
+                &span,
+                format!(
+                    "found {} with no service_ipv6 in {}; expected IPv4 session addresses, or service_ipv6 in the host facts \
+                     (an IPv6 Calico session announces IPv6 routes from it)",
+                    c.host_address,
+                    host_src.path.display()
+                ),
+            ));
+        }
+    }
     if uplinks.is_empty() && p.is_empty() {
         p.push(host_src.problem(
             "uplinks",
@@ -364,10 +384,14 @@ fn pods(src: &Source, role: &RoleInput, p: &mut Vec<Problem>) -> Pods {
             p.push(src.problem(
                 format!("pods.zones.{}", shown(zone)),
                 &c.span(),
-                format!(
-                    "found {net}, expected a block inside one of pods.cidrs ({})",
-                    fmt_list(&cidrs)
-                ),
+                if cidrs.is_empty() {
+                    format!("found {net}, expected a block inside one of pods.cidrs, which is empty: add the pod CIDR to pods.cidrs")
+                } else {
+                    format!(
+                        "found {net}, expected a block inside one of pods.cidrs ({})",
+                        fmt_list(&cidrs)
+                    )
+                },
             ));
         }
         zones.push((zone.clone(), net));
