@@ -28,6 +28,9 @@ pub fn read(root: &Path, logical: &Path) -> Result<Option<Secret>, SystemError> 
         path: real.clone(),
         message,
     };
+    if !logical.is_absolute() {
+        return Err(refuse("expected an absolute path (below --root)".into()));
+    }
     let mut names: Vec<&OsStr> = Vec::new();
     for c in logical.components() {
         match c {
