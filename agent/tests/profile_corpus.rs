@@ -37,8 +37,8 @@ fn assignments(text: &str) -> Vec<(usize, String, std::ops::Range<usize>)> {
         if t.starts_with('#') || t.starts_with('[') || !t.contains('=') {
             continue;
         }
-        let eq = if t.starts_with('"') {
-            let close = t[1..].find('"').map_or(0, |c| c + 2);
+        let eq = if let Some(rest) = t.strip_prefix('"') {
+            let close = rest.find('"').map_or(0, |c| c + 2);
             close + t[close..].find('=').unwrap_or(0)
         } else {
             t.find('=').unwrap()

@@ -481,12 +481,23 @@ fn header_path(line: &str, arrays: &mut HashMap<String, usize>) -> Option<String
     let t = line.trim();
     if let Some(rest) = t.strip_prefix("[[") {
         let name = rest.split("]]").next().unwrap_or(rest).trim().to_string();
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.\"' ".contains(c))
+        {
+            return Some(format!("[[{}]]", shown(&name)));
+        }
         let n = arrays.entry(name.clone()).or_insert(0);
         *n += 1;
         return Some(format!("{name}[{}]", *n - 1));
     }
     let rest = t.strip_prefix('[')?;
     let name = rest.split(']').next().unwrap_or(rest).trim();
+    let bare = |c: char| c.is_ascii_alphanumeric() || "_-.\"' ".contains(c);
+    if !name.chars().all(bare) {
+        // Not a table name TOML could read: show the header as written.
+        return Some(format!("[{}]", shown(name)));
+    }
     // A sub-table of the latest array element: [[uplinks]] then [uplinks.nic].
     let parent = arrays
         .iter()

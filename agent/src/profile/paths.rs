@@ -169,3 +169,26 @@ pub(super) fn collisions(named: &[Named<'_>], fallback: &Source, p: &mut Vec<Pro
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_directory_is_the_state_files() {
+        let state = Path::new(crate::system::linux::DEFAULT_STATE_PATH);
+        assert_eq!(state.parent(), Some(Path::new(STATE_DIR)));
+    }
+
+    #[test]
+    fn normalization_is_lexical() {
+        assert_eq!(
+            normalize(Path::new("/etc//bird/./x")),
+            Path::new("/etc/bird/x")
+        );
+        assert!(problem("/a/../b", Kind::File).is_some());
+        assert!(problem("/a/b/", Kind::File).is_some());
+        assert!(problem("/a/b/", Kind::Dir).is_none());
+        assert!(problem(&format!("/{}", "a".repeat(256)), Kind::File).is_some());
+    }
+}

@@ -99,7 +99,10 @@ pub fn faults(p: &Problem) -> Vec<String> {
     if p.key.is_empty() {
         out.push("no key path".into());
     }
-    if p.key.contains('?') {
+    // serde_path_to_error's marker for a key it could not name (a header
+    // shown as written, `[...]`, may hold a `?` the person typed).
+    let header = p.key.starts_with('[');
+    if !header && (p.key == "?" || p.key.ends_with(".?") || p.key.contains(".?.")) {
         out.push(format!("key path {:?}", p.key));
     }
     if p.line < 1 || p.column < 1 {
