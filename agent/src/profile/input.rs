@@ -80,15 +80,15 @@ pub struct BgpInput {
     /// The table the host BIRD syncs (one of routing.tables; never main).
     pub host_table: Spanned<String>,
     #[serde(default)]
-    pub config_path: Option<String>,
+    pub config_path: Option<Spanned<String>>,
     /// `user:group` a new config file is created for (default bird:bird).
     #[serde(default)]
     pub config_owner: Option<Spanned<String>>,
     #[serde(default)]
-    pub control_socket: Option<String>,
+    pub control_socket: Option<Spanned<String>>,
     /// Directory whose bird.conf.j2 replaces the built-in template.
     #[serde(default)]
-    pub templates_dir: Option<String>,
+    pub templates_dir: Option<Spanned<String>>,
     #[serde(default)]
     pub hold_time: Option<Spanned<u16>>,
     #[serde(default)]
@@ -206,32 +206,16 @@ pub struct UplinkDefaultsInput {
     pub mtu: Option<Spanned<u32>>,
 }
 
+/// Values stay raw TOML here: validation names the key and says what a
+/// sysctl value may be (serde would only say which variant failed to match),
+/// and an unquoted dotted key (a nested table to TOML) gets its own hint.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SysctlInput {
     #[serde(default)]
-    pub global: BTreeMap<Spanned<String>, SysctlValueInput>,
+    pub global: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
     #[serde(default)]
-    pub uplink: BTreeMap<Spanned<String>, SysctlValueInput>,
-}
-
-/// Sysctl values may be written as integers, strings or booleans in TOML.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum SysctlValueInput {
-    Int(i64),
-    Bool(bool),
-    Str(String),
-}
-
-impl SysctlValueInput {
-    pub fn to_kernel(&self) -> String {
-        match self {
-            SysctlValueInput::Int(i) => i.to_string(),
-            SysctlValueInput::Bool(b) => u8::from(*b).to_string(),
-            SysctlValueInput::Str(s) => s.split_whitespace().collect::<Vec<_>>().join(" "),
-        }
-    }
+    pub uplink: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -240,9 +224,9 @@ pub struct HostInput {
     pub version: u32,
     pub hostname: Spanned<String>,
     #[serde(default)]
-    pub zone: Option<String>,
+    pub zone: Option<Spanned<String>>,
     #[serde(default)]
-    pub rack: Option<String>,
+    pub rack: Option<Spanned<String>>,
     pub asn: Asn,
     pub service_ipv4: Spanned<Ipv4Net>,
     #[serde(default)]

@@ -83,6 +83,11 @@ impl System for FakeSystem {
         Ok(self.files.get(path).cloned())
     }
 
+    /// In memory there are no modes or links: the file as stored.
+    fn read_secret(&mut self, path: &Path) -> Result<Option<super::Secret>, SystemError> {
+        Ok(self.files.get(path).cloned().map(super::Secret::new))
+    }
+
     fn observe(
         &mut self,
         links: Vec<ObservedLink>,

@@ -98,7 +98,11 @@ impl source::Host for LinuxSources {
     }
 
     fn write_file(&mut self, path: &Path, bytes: &[u8]) -> Result<(), String> {
-        files::write_atomic(path, bytes, &files::WriteSpec::new(0o600, Durability::Durable))
-            .map_err(|e| e.to_string())
+        files::write_atomic(
+            path,
+            bytes,
+            &files::WriteSpec::new(0o600, Durability::Durable),
+        )
+        .map_err(|e| e.to_string())
     }
 }

@@ -8,6 +8,7 @@ mod links;
 mod lock;
 mod routes;
 mod rules;
+pub mod secret;
 mod units;
 
 use std::path::{Path, PathBuf};
@@ -99,6 +100,10 @@ impl System for LinuxSystem {
 
     fn read_file(&mut self, path: &Path) -> Result<Option<String>, SystemError> {
         files::read(&files::under_root(&self.root, path))
+    }
+
+    fn read_secret(&mut self, path: &Path) -> Result<Option<super::Secret>, SystemError> {
+        secret::read(&self.root, path)
     }
 
     fn observe(
