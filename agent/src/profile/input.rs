@@ -34,6 +34,8 @@ pub struct RoleInput {
     pub bgp: Option<BgpInput>,
     #[serde(default)]
     pub nat: Option<NatInput>,
+    #[serde(default)]
+    pub join: Option<super::join::RoleJoinInput>,
 }
 
 /// Source NAT correctness (FIELD-NOTES failures 3 and 4).
@@ -237,15 +239,17 @@ pub struct HostInput {
     pub version: u32,
     pub hostname: Spanned<String>,
     #[serde(default)]
-    pub zone: Option<String>,
+    pub zone: Option<Spanned<String>>,
     #[serde(default)]
-    pub rack: Option<String>,
+    pub rack: Option<Spanned<String>>,
     pub asn: Asn,
     pub service_ipv4: Spanned<Ipv4Net>,
     #[serde(default)]
     pub service_ipv6: Option<Spanned<Ipv6Net>>,
     #[serde(default)]
     pub uplinks: Vec<UplinkInput>,
+    #[serde(default)]
+    pub join: Option<Spanned<super::join::HostJoinInput>>,
 }
 
 #[derive(Debug, Deserialize)]

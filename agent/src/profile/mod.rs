@@ -5,6 +5,7 @@
 
 mod bgp;
 pub mod input;
+pub mod join;
 mod validate;
 
 use std::fmt;

@@ -102,13 +102,29 @@ pub(super) fn validate(
     }
 
     let nat = nat(role_src, role, &mut p);
+    let join = super::join::validate(
+        role_src,
+        role.join.as_ref(),
+        host_src,
+        host.join.as_ref(),
+        &super::join::HostIdentity {
+            hostname: &hostname,
+            zone: host.zone.as_ref(),
+            rack: host.rack.as_ref(),
+            node_ips: std::iter::once(IpAddr::V4(service_ipv4.addr()))
+                .chain(service_ipv6.map(|v6| IpAddr::V6(v6.addr())))
+                .collect(),
+        },
+        &pods,
+        &mut p,
+    );
     if !p.is_empty() {
         return Err(p);
     }
     Ok(Desired {
         hostname,
-        zone: host.zone.clone(),
-        rack: host.rack.clone(),
+        zone: host.zone.as_ref().map(|z| z.get_ref().clone()),
+        rack: host.rack.as_ref().map(|r| r.get_ref().clone()),
         asn: host.asn,
         protocol: *role.routing.protocol.get_ref(),
         service_ipv4,
@@ -121,6 +137,7 @@ pub(super) fn validate(
         sysctl_uplink,
         bgp,
         nat,
+        join,
     })
 }
 
