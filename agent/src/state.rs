@@ -32,6 +32,9 @@ pub struct State {
     /// Whether the `inet underlay` nftables table is ours to delete.
     #[serde(default)]
     pub nft_table: bool,
+    /// Set once underlay joined this node to the cluster: never again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined: Option<crate::join::JoinRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -49,6 +52,7 @@ impl Default for State {
             files: BTreeSet::new(),
             sysctls: BTreeMap::new(),
             nft_table: false,
+            joined: None,
         }
     }
 }

@@ -4,7 +4,9 @@
 //! without root.
 
 pub mod fake;
+pub mod fake_join;
 pub mod files;
+pub mod join;
 pub mod linux;
 pub mod netns;
 pub mod sysctl;
