@@ -8,8 +8,8 @@ use serde::Serialize;
 use crate::engine::{Mode, Report};
 use crate::error::ErrorKind;
 use crate::gates::Outcome;
-use crate::profile::Problem;
 use crate::plan::{Action, Item, Plan};
+use crate::profile::Problem;
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct Summary {
@@ -185,6 +185,8 @@ pub struct Document {
     pub durations_ms: DurationsDoc,
     /// Whether the kernel reports address protocols (IFA_PROTO).
     pub address_protocol_supported: Option<bool>,
+    /// The cluster join (`join`, `apply --join`), when it was considered.
+    pub join: Option<crate::join::JoinReport>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -297,6 +299,7 @@ impl Document {
                 total: ctx.total_ms,
             },
             address_protocol_supported: Some(r.addr_proto_supported),
+            join: None,
         }
     }
 
@@ -335,6 +338,7 @@ impl Document {
                 ..DurationsDoc::default()
             },
             address_protocol_supported: None,
+            join: None,
         }
     }
 }

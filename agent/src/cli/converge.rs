@@ -12,6 +12,7 @@ use underlay::plan::Target;
 use underlay::report::{self, Context, Document};
 use underlay::system::{System, SystemError};
 
+use super::join::JoinFlags;
 use super::{init_logs, output, Common, Failed, WithWait};
 
 pub fn run(
@@ -19,6 +20,7 @@ pub fn run(
     verb: &'static str,
     c: &Common,
     wait: Option<&WithWait>,
+    join: Option<&JoinFlags>,
 ) -> Result<ExitCode, Failed> {
     init_logs(c.verbose);
     output::start_clock();
@@ -26,12 +28,19 @@ pub fn run(
     // Validate everything before the first syscall that could change anything.
     let desired = c.load(verb)?;
     let mut sys = c.open(verb, &desired)?;
+    // The join's input (token file, kubeadm) too, unless the node joined.
+    let pre = match join.filter(|j| j.join) {
+        Some(j) => Some(super::join::before(
+            c, verb, &mut sys, &desired, &j.kubeadm, false,
+        )?),
+        None => None,
+    };
     let report = engine::run(&mut sys, &desired, mode).map_err(|e| Failed::engine(c, verb, &e))?;
     let mut code = report.exit_code();
     let converge_ms = ms(started);
     let mut outcome = None;
     if let Some(w) = wait.filter(|w| w.wait && code == 0) {
-        let o = wait_for_gates(&mut sys, &desired, &report.target, w)
+        let o = wait_for_gates(&mut sys, &desired, &report.target, w.wait_timeout, c.json)
             .map_err(|e| Failed::system(c, verb, &e))?;
         if !o.passed {
             code = 3;
@@ -40,7 +49,12 @@ pub fn run(
     } else if mode == Mode::Status {
         // Status shows the gates as they stand now, without waiting.
         let spec = gates::spec(&desired, &report.target, Some(Duration::ZERO));
-        outcome = Some(gates::wait(&mut sys, &spec, |_, _| {}).map_err(|e| Failed::system(c, verb, &e))?);
+        outcome =
+            Some(gates::wait(&mut sys, &spec, |_, _| {}).map_err(|e| Failed::system(c, verb, &e))?);
+    }
+    let joined = pre.map(|p| super::join::after(&mut sys, &desired, p, code, outcome.as_ref()));
+    if let Some(r) = &joined {
+        code = super::join::exit_code(code, r);
     }
     let ctx = Context {
         command: verb,
@@ -50,6 +64,9 @@ pub fn run(
     };
     if c.json {
         let mut doc = Document::of_report(&report, &ctx, outcome.as_ref(), code);
+        if let Some(r) = &joined {
+            super::join::annotate(&mut doc, r, code);
+        }
         doc.durations_ms.total = ms(started);
         println!("{}", serde_json::to_string(&doc).unwrap_or_default());
     } else {
@@ -57,22 +74,26 @@ pub fn run(
         if let Some(g) = &outcome {
             print!("{}", report::gates_human(g));
         }
+        if let Some(r) = &joined {
+            print!("{}", super::join::human(r));
+        }
     }
     Ok(ExitCode::from(code as u8))
 }
 
-fn ms(since: Instant) -> f64 {
+pub(super) fn ms(since: Instant) -> f64 {
     (since.elapsed().as_secs_f64() * 1e6).round() / 1e3
 }
 
-fn wait_for_gates(
+pub(super) fn wait_for_gates(
     sys: &mut dyn System,
     desired: &Desired,
     target: &Target,
-    w: &WithWait,
+    wait_timeout: Option<u64>,
+    json: bool,
 ) -> Result<gates::Outcome, SystemError> {
-    let spec = gates::spec(desired, target, w.wait_timeout.map(Duration::from_secs));
-    let tty = std::io::stderr().is_terminal() && !w.common.json;
+    let spec = gates::spec(desired, target, wait_timeout.map(Duration::from_secs));
+    let tty = std::io::stderr().is_terminal() && !json;
     let mut last_status = String::new();
     let outcome = gates::wait(sys, &spec, |gates, elapsed| {
         let passed = gates.iter().filter(|g| g.passed).count();
