@@ -36,7 +36,8 @@ pub fn run(
         None => None,
     };
     let report = engine::run(&mut sys, &desired, mode).map_err(|e| Failed::engine(c, verb, &e))?;
-    let mut code = report.exit_code();
+    let converge_code = report.exit_code();
+    let mut code = converge_code;
     let converge_ms = ms(started);
     let mut outcome = None;
     if let Some(w) = wait.filter(|w| w.wait && code == 0) {
@@ -52,7 +53,8 @@ pub fn run(
         outcome =
             Some(gates::wait(&mut sys, &spec, |_, _| {}).map_err(|e| Failed::system(c, verb, &e))?);
     }
-    let joined = pre.map(|p| super::join::after(&mut sys, &desired, p, code, outcome.as_ref()));
+    let joined =
+        pre.map(|p| super::join::after(&mut sys, &desired, p, converge_code, outcome.as_ref()));
     if let Some(r) = &joined {
         code = super::join::exit_code(code, r);
     }

@@ -103,7 +103,8 @@ pub fn before(
         .map_err(|e| failed(c, verb, &e))
 }
 
-/// The join step after converging (`code`) and the gates (`gates`).
+/// The join step after converging (`code`: the converge's exit code,
+/// before the gates) and the gates (`gates`).
 pub fn after(
     sys: &mut LinuxSystem,
     d: &Desired,
@@ -219,7 +220,8 @@ pub fn run(a: &JoinArgs) -> Result<ExitCode, Failed> {
     let pre = before(c, VERB, &mut sys, &desired, &a.kubeadm, a.rejoin)?;
     let report =
         engine::run(&mut sys, &desired, Mode::Verify).map_err(|e| Failed::engine(c, VERB, &e))?;
-    let mut code = report.exit_code();
+    let converge_code = report.exit_code();
+    let mut code = converge_code;
     let converge_ms = super::converge::ms(started);
     let mut outcome = None;
     if matches!(pre, Pre::Ready(_)) && code == 0 {
@@ -236,7 +238,7 @@ pub fn run(a: &JoinArgs) -> Result<ExitCode, Failed> {
         }
         outcome = Some(o);
     }
-    let r = after(&mut sys, &desired, pre, code, outcome.as_ref());
+    let r = after(&mut sys, &desired, pre, converge_code, outcome.as_ref());
     let code = exit_code(code, &r);
     let ctx = Context {
         command: VERB,
