@@ -6,6 +6,8 @@
 //! it. (BGP gates with real BIRD: the lab's `join` scenario.)
 
 mod common;
+// Our own handle on the schema check (common's copy is private to it).
+#[allow(clippy::duplicate_mod)]
 mod schema_check;
 
 use std::os::unix::fs::PermissionsExt;
