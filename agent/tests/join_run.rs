@@ -27,7 +27,11 @@ fn host_facts(api_servers: &str) -> String {
     format!(
         "{}\n[join]\napi_servers = {api_servers}\n\
          ca_cert_hashes = [\"sha256:{}\"]\ntoken_file = \"{TOKEN_FILE}\"\n",
-        include_str!("../../profiles/examples/host.toml"),
+        // The example's own [join] section replaced by this test's.
+        include_str!("../../profiles/examples/host.toml")
+            .split("\n[join]")
+            .next()
+            .unwrap(),
         "ab".repeat(32)
     )
 }
@@ -284,4 +288,27 @@ fn a_kubelet_that_cannot_be_started_fails_the_run_but_the_join_is_recorded() {
     assert_eq!(r.failure_kind, Some(ErrorKind::System));
     assert!(r.new_record.is_some(), "joined: never again, even so");
     assert!(r.message.contains("kubelet.service"), "{}", r.message);
+}
+
+#[test]
+fn a_concurrent_run_never_joins_twice() {
+    let d = desired("[\"10.10.255.1:6443\"]");
+    let j = d.join.as_ref().unwrap();
+    let gates = gates_of(&d, true);
+    // Another run holds the lock: nothing runs, retry later.
+    let mut h = host_with_token(0o600);
+    let p = prepared(&mut h, &d);
+    h.locked_elsewhere = true;
+    let r = join::join(&mut h, j, &p, &gates, 1);
+    assert_eq!(r.status, JoinStatus::Failed);
+    assert_eq!(r.failure_kind, Some(ErrorKind::Transient));
+    assert!(r.message.contains("another underlay run"), "{}", r.message);
+    assert!(h.invocations.is_empty());
+    // The other run joined between our check and our turn: under the lock
+    // we look again and do not run kubeadm.
+    h.locked_elsewhere = false;
+    h.put(KUBELET_CONF, "kubeconfig\n", 0o600);
+    let r = join::join(&mut h, j, &p, &gates, 1);
+    assert_eq!(r.status, JoinStatus::AlreadyJoined, "{}", r.message);
+    assert!(h.invocations.is_empty());
 }

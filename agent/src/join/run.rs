@@ -252,9 +252,32 @@ pub fn join(
             ),
         );
     }
+    let mut r = JoinReport::new(j, JoinStatus::Failed, String::new());
+    // Never twice, also against a concurrent run: under the lock, look again.
+    let _lock = match host.lock_join() {
+        Ok(Some(lock)) => lock,
+        Ok(None) => {
+            r.message = "not joined: another underlay run is joining this node right now; kubeadm was not run".into();
+            r.failure_kind = Some(ErrorKind::Transient);
+            return r;
+        }
+        Err(e) => {
+            r.message = format!("not joined: taking the join lock: {e}");
+            r.failure_kind = Some(e.kind());
+            return r;
+        }
+    };
+    match already_joined(host, None) {
+        Ok(Some(a)) => return report_already(j, &a),
+        Ok(None) => {}
+        Err(e) => {
+            r.message = format!("not joined: {e}");
+            r.failure_kind = Some(e.kind());
+            return r;
+        }
+    }
     let config = Path::new(JOIN_CONFIG);
     let timeout = Duration::from_secs(u64::from(j.kubeadm_timeout_s));
-    let mut r = JoinReport::new(j, JoinStatus::Failed, String::new());
     for (i, server) in j.api_servers.iter().enumerate() {
         let yaml = render::render(j, server, Some(&prepared.token));
         if let Err(e) = host.write_private(config, yaml.as_bytes()) {

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::join::{check_secret, CommandOutput, JoinHost, SecretError, UnitReport};
+use super::join::{check_secret, CommandOutput, JoinHost, JoinLock, SecretError, UnitReport};
 use super::SystemError;
 use crate::desired::join::{BOOTSTRAP_KUBELET_CONF, KUBELET_CONF};
 
@@ -58,6 +58,8 @@ pub struct FakeJoinHost {
     pub euid: u32,
     pub units: Vec<UnitReport>,
     pub fail_unit: bool,
+    /// Another run holds the join lock.
+    pub locked_elsewhere: bool,
 }
 
 impl FakeJoinHost {
@@ -81,6 +83,10 @@ impl FakeJoinHost {
 }
 
 impl JoinHost for FakeJoinHost {
+    fn lock_join(&mut self) -> Result<Option<JoinLock>, SystemError> {
+        Ok((!self.locked_elsewhere).then(|| JoinLock::new(None)))
+    }
+
     fn exists(&mut self, path: &Path) -> Result<bool, SystemError> {
         Ok(self.files.contains_key(path))
     }

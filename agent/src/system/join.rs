@@ -95,7 +95,19 @@ pub fn check_secret(
     Ok(())
 }
 
+/// Held while a join runs: a second underlay run on the same node (the boot
+/// unit and Ansible, say) cannot join at the same time. Released on drop.
+pub struct JoinLock(#[allow(dead_code)] Option<Box<dyn std::any::Any>>);
+
+impl JoinLock {
+    pub fn new(inner: Option<Box<dyn std::any::Any>>) -> JoinLock {
+        JoinLock(inner)
+    }
+}
+
 pub trait JoinHost {
+    /// Takes the node's join lock, or `Ok(None)` when another run holds it.
+    fn lock_join(&mut self) -> Result<Option<JoinLock>, SystemError>;
     /// Whether a file exists below --root.
     fn exists(&mut self, path: &Path) -> Result<bool, SystemError>;
     /// A secret file's text, after [`check_secret`].

@@ -5,7 +5,7 @@
 //! `--netns`, never under a scratch `--root`.
 
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use super::units;
 use super::LinuxSystem;
 use crate::system::files::{self, Durability};
 use crate::system::join::{
-    check_secret, CommandOutput, JoinHost, SecretError, UnitReport, SECRET_MAX_BYTES,
+    check_secret, CommandOutput, JoinHost, JoinLock, SecretError, UnitReport, SECRET_MAX_BYTES,
 };
 use crate::system::SystemError;
 
@@ -44,7 +44,30 @@ impl LinuxSystem {
     }
 }
 
+/// Next to the join config, on /run: a lock does not outlive a boot.
+const JOIN_LOCK: &str = "/run/underlay/join.lock";
+
 impl JoinHost for LinuxSystem {
+    fn lock_join(&mut self) -> Result<Option<JoinLock>, SystemError> {
+        use nix::fcntl::{Flock, FlockArg};
+        let p = files::under_root(&self.root, Path::new(JOIN_LOCK));
+        if let Some(dir) = p.parent() {
+            std::fs::create_dir_all(dir).map_err(io("creating directory", dir))?;
+        }
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&p)
+            .map_err(io("opening", &p))?;
+        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(Some(JoinLock::new(Some(Box::new(lock))))),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, e)) => Err(SystemError::Other(format!("locking {}: {e}", p.display()))),
+        }
+    }
+
     fn exists(&mut self, path: &Path) -> Result<bool, SystemError> {
         let p = files::under_root(&self.root, path);
         p.try_exists().map_err(io("checking", &p))
