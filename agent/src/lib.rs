@@ -10,6 +10,7 @@ pub mod doctor;
 pub mod engine;
 pub mod error;
 pub mod gates;
+pub mod join;
 pub mod nft;
 pub mod observed;
 pub mod plan;

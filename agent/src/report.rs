@@ -207,6 +207,8 @@ pub struct Document {
     /// whether the cache stood in for the server); empty when the run
     /// failed before reading them.
     pub sources: Vec<SourceDoc>,
+    /// The cluster join (`join`, `apply --join`), when it was considered.
+    pub join: Option<crate::join::JoinReport>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -322,6 +324,7 @@ impl Document {
             rolled_back: r.rolled_back.clone(),
             recovered: r.recovered,
             sources: Vec::new(),
+            join: None,
         }
     }
 
@@ -363,6 +366,7 @@ impl Document {
             rolled_back: Vec::new(),
             recovered: false,
             sources: Vec::new(),
+            join: None,
         }
     }
 
@@ -397,6 +401,7 @@ impl Document {
             rolled_back: Vec::new(),
             recovered: false,
             sources,
+            join: None,
         }
     }
 }

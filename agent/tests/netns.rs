@@ -532,7 +532,10 @@ fn bgp_password_reaches_bird_only() {
     let (code, out, _) = lab.underlay("apply", role, &linked);
     assert_eq!(code, 1, "{out}");
     assert!(
-        out["failure"]["message"].as_str().unwrap().contains("symbolic link"),
+        out["failure"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("symbolic link"),
         "{out}"
     );
     assert_eq!(

@@ -12,6 +12,7 @@ use underlay::plan::Target;
 use underlay::report::{self, Context, Document};
 use underlay::system::{System, SystemError};
 
+use super::join::JoinFlags;
 use super::{init_logs, output, Common, Failed, WithWait};
 
 pub fn run(
@@ -19,6 +20,7 @@ pub fn run(
     verb: &'static str,
     c: &Common,
     wait: Option<&WithWait>,
+    join: Option<&JoinFlags>,
 ) -> Result<ExitCode, Failed> {
     init_logs(c);
     output::start_clock();
@@ -29,17 +31,25 @@ pub fn run(
         sources.store_cache();
     }
     let mut sys = c.open(verb, &desired)?;
+    // The join's input (token file, kubeadm) too, unless the node joined.
+    let pre = match join.filter(|j| j.join) {
+        Some(j) => Some(super::join::before(
+            c, verb, &mut sys, &desired, &j.kubeadm, false,
+        )?),
+        None => None,
+    };
     let opts = engine::RunOptions {
         lock_timeout: Duration::from_secs(wait.map_or(60, |w| w.lock_timeout)),
         rollback: !wait.is_some_and(|w| w.no_rollback),
     };
     let report = engine::run_with(&mut sys, &desired, mode, &opts)
         .map_err(|e| Failed::engine(c, verb, &e))?;
-    let mut code = report.exit_code();
+    let converge_code = report.exit_code();
+    let mut code = converge_code;
     let converge_ms = ms(started);
     let mut outcome = None;
     if let Some(w) = wait.filter(|w| w.wait && code == 0) {
-        let o = wait_for_gates(&mut sys, &desired, &report.target, w)
+        let o = wait_for_gates(&mut sys, &desired, &report.target, w.wait_timeout, c.json)
             .map_err(|e| Failed::system(c, verb, &e))?;
         if !o.passed {
             code = 3;
@@ -51,6 +61,11 @@ pub fn run(
         outcome =
             Some(gates::wait(&mut sys, &spec, |_, _| {}).map_err(|e| Failed::system(c, verb, &e))?);
     }
+    let joined =
+        pre.map(|p| super::join::after(&mut sys, &desired, p, converge_code, outcome.as_ref()));
+    if let Some(r) = &joined {
+        code = super::join::exit_code(code, r);
+    }
     let ctx = Context {
         command: verb,
         host: &desired.hostname,
@@ -59,6 +74,9 @@ pub fn run(
     };
     if c.json {
         let mut doc = Document::of_report(&report, &ctx, outcome.as_ref(), code);
+        if let Some(r) = &joined {
+            super::join::annotate(&mut doc, r, code);
+        }
         doc.durations_ms.total = ms(started);
         doc.msg.push_str(&sources.msg_suffix());
         doc.sources = sources.docs();
@@ -71,22 +89,26 @@ pub fn run(
         if let Some(g) = &outcome {
             print!("{}", report::gates_human(g));
         }
+        if let Some(r) = &joined {
+            print!("{}", super::join::human(r));
+        }
     }
     Ok(ExitCode::from(code as u8))
 }
 
-fn ms(since: Instant) -> f64 {
+pub(super) fn ms(since: Instant) -> f64 {
     (since.elapsed().as_secs_f64() * 1e6).round() / 1e3
 }
 
-fn wait_for_gates(
+pub(super) fn wait_for_gates(
     sys: &mut dyn System,
     desired: &Desired,
     target: &Target,
-    w: &WithWait,
+    wait_timeout: Option<u64>,
+    json: bool,
 ) -> Result<gates::Outcome, SystemError> {
-    let spec = gates::spec(desired, target, w.wait_timeout.map(Duration::from_secs));
-    let tty = std::io::stderr().is_terminal() && !w.common.json;
+    let spec = gates::spec(desired, target, wait_timeout.map(Duration::from_secs));
+    let tty = std::io::stderr().is_terminal() && !json;
     let mut last_status = String::new();
     let outcome = gates::wait(sys, &spec, |gates, elapsed| {
         let passed = gates.iter().filter(|g| g.passed).count();

@@ -3,6 +3,7 @@
 
 mod converge;
 mod doctor;
+mod join;
 mod output;
 mod render;
 mod show_sources;
@@ -45,9 +46,14 @@ Examples:
   underlay doctor                       # generic checks (0 clean, 1 warnings, 2 failures)
   underlay doctor --profile ... --host ... --json
 
-  # What BIRD and Calico get
+  # First boot, all the way: converge, wait for the gates, then join the cluster (once)
+  underlay apply --wait --join --profile ... --host ...
+  underlay join --profile ... --host ...     # the join alone (gates first; never twice)
+
+  # What BIRD, Calico and kubeadm get
   underlay render bird --profile ... --host ...
   underlay render calico --profile ... --host ... | calicoctl apply -f -
+  underlay render join --profile ... --host ...   # the JoinConfiguration, token redacted
 
   # For Ansible: JSON with changed, per-resource before/after and phase timings
   underlay apply --json ... | jq .changed
@@ -108,7 +114,7 @@ pub enum Command {
     /// Show what apply would change, without changing anything (exit 0: nothing, 2: changes pending)
     Plan(Common),
     /// Converge the host, then verify (exit 0: converged, 1: error, 3: verification or a gate failed)
-    Apply(WithWait),
+    Apply(ApplyArgs),
     /// Check the host matches the profile, changing nothing (exit 0: yes, 3: no, or a gate failed)
     Verify(WithWait),
     /// Show every managed resource and its state, changing nothing (exit 0)
@@ -125,11 +131,18 @@ pub enum Command {
     /// Exit 0: both found and valid, 1: not
     #[command(after_help = SOURCES_HELP)]
     ShowSources(Common),
-    /// Print generated configuration: the host BIRD config, or the Calico resources for the cluster
+    /// Join the Kubernetes cluster with `kubeadm join`, once: only when the host matches the profile
+    /// and every readiness gate passes (waiting for them), never on a node that has
+    /// /etc/kubernetes/kubelet.conf or that underlay joined before. The bootstrap token goes only
+    /// into the config file kubeadm reads (mode 0600, removed after the run).
+    /// Exit 0: joined (or already joined), 1: error or kubeadm failed (retried next run), 3: a gate failed
+    Join(join::JoinArgs),
+    /// Print generated configuration: the host BIRD config, the Calico resources, or the kubeadm
+    /// JoinConfiguration
     Render {
         #[arg(value_enum)]
         what: RenderWhat,
-        /// Print BGP passwords as they are (by default they show as <redacted>)
+        /// Print BGP passwords and the join token as they are (by default they show as <redacted>)
         #[arg(long)]
         show_secrets: bool,
         #[command(flatten)]
@@ -141,8 +154,19 @@ pub enum Command {
 pub enum RenderWhat {
     /// The host BIRD 2 config this host gets (after NIC matching)
     Bird,
-    /// BGPConfiguration, BGPPeer, IPPools and FelixConfiguration for `calicoctl apply -f -`
+    /// BGPConfiguration, IPPools and FelixConfiguration for the cluster, this node's Node and
+    /// BGPPeer, for `calicoctl apply -f -`
     Calico,
+    /// The kubeadm JoinConfiguration (v1beta4) this host joins with, the token redacted
+    Join,
+}
+
+#[derive(Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    wait: WithWait,
+    #[command(flatten)]
+    join: join::JoinFlags,
 }
 
 #[derive(Args)]
@@ -265,10 +289,19 @@ pub enum LogFormat {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
-        Command::Plan(c) => converge::run(engine::Mode::Plan, "plan", c, None),
-        Command::Apply(w) => converge::run(engine::Mode::Apply, "apply", &w.common, Some(w)),
-        Command::Verify(w) => converge::run(engine::Mode::Verify, "verify", &w.common, Some(w)),
-        Command::Status(c) => converge::run(engine::Mode::Status, "status", c, None),
+        Command::Plan(c) => converge::run(engine::Mode::Plan, "plan", c, None, None),
+        Command::Apply(a) => converge::run(
+            engine::Mode::Apply,
+            "apply",
+            &a.wait.common,
+            Some(&a.wait),
+            Some(&a.join),
+        ),
+        Command::Verify(w) => {
+            converge::run(engine::Mode::Verify, "verify", &w.common, Some(w), None)
+        }
+        Command::Status(c) => converge::run(engine::Mode::Status, "status", c, None, None),
+        Command::Join(a) => join::run(a),
         Command::Render {
             what,
             show_secrets,

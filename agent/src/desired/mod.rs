@@ -9,6 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
+pub mod join;
 mod nat;
 pub mod types;
 
@@ -45,6 +46,8 @@ pub struct Desired {
     pub sysctl_uplink: Vec<(UplinkSysctl, String)>,
     pub bgp: Option<Bgp>,
     pub nat: Nat,
+    /// The cluster join, when the host facts have a `[join]` section.
+    pub join: Option<join::Join>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

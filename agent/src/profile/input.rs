@@ -34,6 +34,8 @@ pub struct RoleInput {
     pub bgp: Option<BgpInput>,
     #[serde(default)]
     pub nat: Option<NatInput>,
+    #[serde(default)]
+    pub join: Option<super::join::RoleJoinInput>,
 }
 
 /// Source NAT correctness (docs/background.md failures 3 and 4).
@@ -233,6 +235,8 @@ pub struct HostInput {
     pub service_ipv6: Option<Spanned<Ipv6Net>>,
     #[serde(default)]
     pub uplinks: Vec<UplinkInput>,
+    #[serde(default)]
+    pub join: Option<Spanned<super::join::HostJoinInput>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,6 +7,7 @@ mod addresses;
 mod bgp;
 mod errors;
 pub mod input;
+pub mod join;
 mod names;
 mod paths;
 mod sysctl;
@@ -30,6 +31,22 @@ pub(crate) fn clip(s: &str) -> String {
         let head: String = s.chars().take(MAX).collect();
         format!("{head}… ({} bytes)", s.len())
     }
+}
+
+/// An input value for an error message: control characters escaped, at most
+/// 80 characters.
+pub(crate) fn shown(s: &str) -> String {
+    let escaped: String = s
+        .chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect();
+    clip(&escaped)
 }
 
 /// The profile schema versions this build understands.

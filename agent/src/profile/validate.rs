@@ -137,6 +137,22 @@ pub(super) fn validate(
         path_collisions(role_src, role, host_src, host, b, &uplinks, &mut p);
     }
     let nat = nat(role_src, role, &mut p);
+    let join = super::join::validate(
+        role_src,
+        role.join.as_ref(),
+        host_src,
+        host.join.as_ref(),
+        &super::join::HostIdentity {
+            hostname: &hostname,
+            zone: host.zone.as_ref(),
+            rack: host.rack.as_ref(),
+            node_ips: std::iter::once(IpAddr::V4(service_ipv4.addr()))
+                .chain(service_ipv6.map(|v6| IpAddr::V6(v6.addr())))
+                .collect(),
+        },
+        &pods,
+        &mut p,
+    );
     if !p.is_empty() {
         return Err(p);
     }
@@ -156,6 +172,7 @@ pub(super) fn validate(
         sysctl_uplink,
         bgp,
         nat,
+        join,
     })
 }
 

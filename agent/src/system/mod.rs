@@ -4,8 +4,10 @@
 //! without root.
 
 pub mod fake;
+pub mod fake_join;
 pub mod files;
 pub mod https;
+pub mod join;
 pub mod linux;
 pub mod netns;
 pub mod sources;

@@ -4,6 +4,7 @@
 
 mod addresses;
 pub(crate) mod bird;
+mod join;
 mod links;
 mod lock;
 mod routes;
