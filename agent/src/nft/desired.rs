@@ -37,10 +37,7 @@ pub fn desired_ruleset(p: &NatParams) -> Option<Nftables<'static>> {
     // remote VTEP still goes out an uplink), while an inner packet to the same port or
     // protocol leaves through the tunnel device and keeps its mark for kube-proxy's
     // MASQUERADE. Without uplinks there is no outer packet to match, so no guard.
-    if let Some(g) = p
-        .guard
-        .filter(|g| g.mark != 0 && !p.uplinks.is_empty())
-    {
+    if let Some(g) = p.guard.filter(|g| g.mark != 0 && !p.uplinks.is_empty()) {
         let mut rules = Vec::new();
         if g.ipip {
             rules.push(guard_rule(
@@ -173,11 +170,7 @@ fn base_chain(name: &str, ty: NfChainType, prio: i32) -> Chain<'static> {
 }
 
 /// `oifname <uplinks> <proto match> meta mark & M == M counter meta mark set meta mark & ~M`
-fn guard_rule(
-    uplinks: &[String],
-    proto: Statement<'static>,
-    mark: u32,
-) -> Vec<Statement<'static>> {
+fn guard_rule(uplinks: &[String], proto: Statement<'static>, mark: u32) -> Vec<Statement<'static>> {
     vec![
         eq(meta(MetaKey::Oifname), names(uplinks)),
         proto,
