@@ -377,7 +377,7 @@ fn kube_proxy_1_19_is_ok_alone_and_fails_behind_calico() {
 }
 
 /// kube-proxy's nftables mode clears the bit in its `masquerading` chain; next to Calico's
-/// iptables rules both nat chains sit at priority 100 and run in registration order.
+/// iptables rules both nat chains sit at priority 100: the one registered last runs first.
 #[test]
 fn kube_proxy_nftables_mode_and_equal_priorities() {
     let mut s = with_vxlan();
@@ -401,7 +401,7 @@ fn kube_proxy_nftables_mode_and_equal_priorities() {
     assert_eq!(problems(&s, None), [(TUNNEL_MARK, Severity::Warning)]);
     let ev = evidence(&s, TUNNEL_MARK);
     assert!(
-        ev.contains("in iptables-save *nat POSTROUTING at the same priority 100 as nft ip kube-proxy nat-postrouting: whichever was registered first runs first: iptables-save *nat: -A cali-POSTROUTING -o vxlan.calico"),
+        ev.contains("in iptables-save *nat POSTROUTING at the same priority 100 as nft ip kube-proxy nat-postrouting: of equal priorities the chain registered last runs first, so it depends on which component started last: iptables-save *nat: -A cali-POSTROUTING -o vxlan.calico"),
         "{ev}"
     );
 
