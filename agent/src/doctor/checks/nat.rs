@@ -168,7 +168,8 @@ struct Ahead {
 
 /// For kube-proxy's clear-then-MASQUERADE steps, the NAT rules that may run
 /// before them for a packet leaving `tunnel`: earlier on the same walk, in a
-/// chain of lower priority, or in one of equal priority (registration order).
+/// chain of lower priority, or in one of equal priority (the chain registered
+/// last runs first, so that depends on start-up order).
 fn ahead_of_clearing(fw: &Firewall, tunnel: &str) -> (Vec<String>, Vec<Ahead>) {
     let mut kube = Vec::new();
     let mut ahead = Vec::new();
@@ -205,7 +206,7 @@ fn ahead_of_clearing(fw: &Firewall, tunnel: &str) -> (Vec<String>, Vec<Ahead>) {
                         (
                             false,
                             format!(
-                                "in {} at the same priority {} as {}: whichever was registered first runs first",
+                                "in {} at the same priority {} as {}: of equal priorities the chain registered last runs first, so it depends on which component started last",
                                 x.name, x.prio, k.name
                             ),
                         )
