@@ -469,7 +469,7 @@ pub(super) fn conntrack_tunnel_nat(s: &Snapshot) -> Finding {
         evidence.push(format!("... and {} more", bad.len() - 10));
     }
     let title = if port_only {
-        "outer tunnel packets are source-NATed (source port rewritten, address kept): a MASQUERADE bound the outer flow, and with checksum offload on the tunnel its UDP checksums go wrong"
+        "outer tunnel packets are source-NATed (source port rewritten, address kept): a MASQUERADE bound the outer flow (with checksum offload on the tunnel such NAT can corrupt outer UDP checksums)"
     } else {
         "outer tunnel packets are source-NATed: every inner flow to that host shares the wrong source"
     };
