@@ -3,10 +3,12 @@
 //! [`fake::FakeSystem`] applies ops to memory so tests prove convergence
 //! without root.
 
+pub mod events;
 pub mod fake;
 pub mod files;
 pub mod linux;
 pub mod netns;
+pub mod process;
 pub mod sysctl;
 
 use std::collections::BTreeSet;

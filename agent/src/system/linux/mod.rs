@@ -8,6 +8,7 @@ mod links;
 mod routes;
 mod rules;
 mod units;
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 
