@@ -18,3 +18,4 @@ pub mod render;
 pub mod report;
 pub mod state;
 pub mod system;
+pub mod watch;
