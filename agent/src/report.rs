@@ -8,8 +8,8 @@ use serde::Serialize;
 use crate::engine::{Mode, Report};
 use crate::error::ErrorKind;
 use crate::gates::Outcome;
-use crate::profile::Problem;
 use crate::plan::{Action, Item, Plan};
+use crate::profile::Problem;
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct Summary {
@@ -185,6 +185,9 @@ pub struct Document {
     pub durations_ms: DurationsDoc,
     /// Whether the kernel reports address protocols (IFA_PROTO).
     pub address_protocol_supported: Option<bool>,
+    /// `status`: what the watcher (`underlay watch`) last reported; null
+    /// for other verbs or when no watcher ever ran.
+    pub watch: Option<crate::watch::status::WatchStatus>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -297,6 +300,7 @@ impl Document {
                 total: ctx.total_ms,
             },
             address_protocol_supported: Some(r.addr_proto_supported),
+            watch: None,
         }
     }
 
@@ -335,6 +339,7 @@ impl Document {
                 ..DurationsDoc::default()
             },
             address_protocol_supported: None,
+            watch: None,
         }
     }
 }

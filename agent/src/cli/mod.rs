@@ -5,6 +5,7 @@ mod converge;
 mod doctor;
 mod output;
 mod render;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -83,6 +84,13 @@ pub enum Command {
     /// Works without a profile (generic checks), better with one.
     /// Exit 0: clean, 1: warnings, 2: failures
     Doctor(Common),
+    /// Stay running and keep the host converged: netlink events (our links, addresses, rules,
+    /// the host table), changed profile, host facts or generated files, and a periodic resync
+    /// each start a normal apply; foreign route churn (Calico) is filtered in the kernel.
+    /// Repairs are logged and counted (`underlay status` shows them). Exit 0 on SIGTERM/SIGINT
+    /// after the current apply; SIGHUP re-reads the inputs. Exit 1 when the inputs are invalid
+    /// at start
+    Watch(watch::WatchArgs),
     /// Print generated configuration: the host BIRD config, or the Calico resources for the cluster
     Render {
         #[arg(value_enum)]
@@ -142,7 +150,6 @@ pub struct Common {
     verbose: u8,
 }
 
-
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
@@ -156,6 +163,7 @@ pub fn main() -> ExitCode {
             common,
         } => render::run(*what, *show_secrets, common),
         Command::Doctor(c) => doctor::run(c),
+        Command::Watch(w) => watch::run(w),
     };
     match result {
         Ok(code) => code,
@@ -168,13 +176,20 @@ fn under_root(root: &Path, p: &str) -> PathBuf {
 }
 
 fn init_logs(verbose: u8) {
+    init_logs_from(verbose, "warn");
+}
+
+/// `quiet`: the level without -vv (watch logs every repair at info).
+fn init_logs_from(verbose: u8, quiet: &str) {
     let level = match verbose {
-        0 | 1 => "warn",
+        0 | 1 => quiet,
         2 => "debug",
         _ => "trace",
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // No colour codes in journald or a log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("UNDERLAY_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
@@ -186,15 +201,20 @@ impl Common {
     /// Loads and validates the profile and host facts: before anything else
     /// runs, so bad input changes nothing.
     fn load(&self, verb: &'static str) -> Result<Desired, Failed> {
-        let role = self
-            .profile
-            .clone()
-            .unwrap_or_else(|| under_root(&self.root, "/etc/underlay/profile.toml"));
-        let host = self
-            .host
-            .clone()
-            .unwrap_or_else(|| under_root(&self.root, "/etc/underlay/host.toml"));
+        let [role, host] = self.input_files();
         profile::load(&role, &host).map_err(|e| Failed::profile(self, verb, &e))
+    }
+
+    /// The files `load` reads: watch mode polls them for changes.
+    fn input_files(&self) -> [PathBuf; 2] {
+        [
+            self.profile
+                .clone()
+                .unwrap_or_else(|| under_root(&self.root, "/etc/underlay/profile.toml")),
+            self.host
+                .clone()
+                .unwrap_or_else(|| under_root(&self.root, "/etc/underlay/host.toml")),
+        ]
     }
 
     /// Enters --netns (after refusing what would leak out of it) and opens the system.
