@@ -148,7 +148,9 @@ fn wait_for_gates(
                 Box::new(gates::Sleep)
             }
         };
+    let mut readings = 0u32;
     let outcome = gates::wait_with(sys, &spec, pause.as_mut(), |gates, elapsed| {
+        readings += 1;
         let passed = gates.iter().filter(|g| g.passed).count();
         let pending = gates.iter().find(|g| !g.passed);
         let status = match pending {
@@ -172,6 +174,10 @@ fn wait_for_gates(
     if tty {
         eprintln!();
     }
+    tracing::debug!(
+        "readiness: {readings} readings in {:.1} s",
+        outcome.elapsed_ms as f64 / 1e3
+    );
     if outcome.passed {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     }
