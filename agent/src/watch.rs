@@ -339,6 +339,11 @@ impl Watcher {
             if self.files_changed(sys) {
                 self.trigger(now, Cause::Files);
             }
+            // Keep the event counters in the status current while only
+            // (dropped) notifications arrive.
+            if ev.stats() != self.status.events {
+                self.publish(ev, obs);
+            }
         }
         if now >= self.next_resync {
             self.next_resync = now + self.cfg.resync;
