@@ -265,12 +265,14 @@ fn drift_is_repaired_from_events() {
         lab.ip(&["rule", "del", "pref", "30001"])
     }));
     let rules = lab.ip_json(&["rule"]);
-    assert!(rules
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|r| r["priority"] == 30001 && r["protocol"] == "211"
-            || r["priority"] == 30001 && r["protocol"] == "underlay"));
+    assert!(
+        rules
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["priority"] == 30001
+                && (r["protocol"] == "211" || r["protocol"] == "underlay"))
+    );
 
     figures.push(repair(&w, "uplink MTU changed", 1, || {
         lab.ip(&["link", "set", "eth1", "mtu", "1500"])
@@ -430,7 +432,7 @@ fn foreign_route_churn_wakes_nothing() {
     let w = Watch::start(&lab, &role, &host, &["--resync-interval", "3600"]);
     std::thread::sleep(Duration::from_millis(500));
     let before = w.status().unwrap();
-    let snap = lab.snapshot(&[]);
+    let snap = stable(&lab);
     let owned = |s: &str| -> String {
         // Our objects only: the churn adds and removes routes meanwhile.
         s.lines()
@@ -483,11 +485,7 @@ fn foreign_route_churn_wakes_nothing() {
         w.log()
     );
     assert_eq!(after["counters"]["repairs"], before["counters"]["repairs"]);
-    assert_eq!(
-        owned(&lab.snapshot(&[])),
-        owned(&snap),
-        "our objects changed"
-    );
+    assert_eq!(owned(&stable(&lab)), owned(&snap), "our objects changed");
     // The kernel filter kept the churn out of the socket altogether.
     assert!(
         got(&after, "received") - got(&before, "received") < 100,
@@ -552,7 +550,13 @@ fn a_bad_profile_keeps_the_last_good_state_until_fixed() {
         &lab,
         &role,
         &host,
-        &["--resync-interval", "3600", "--poll-interval", "0.2"],
+        &[
+            "--resync-interval",
+            "3600",
+            "--poll-interval",
+            "0.2",
+            "--json",
+        ],
     );
     let snap = stable(&lab);
     let good = std::fs::read_to_string(&host).unwrap();
@@ -587,6 +591,21 @@ fn a_bad_profile_keeps_the_last_good_state_until_fixed() {
     assert!(!has_addr(&lab, "lo", "10.10.0.11"));
     assert!(w.log().contains("inputs fixed and loaded"), "{}", w.log());
     assert_eq!(w.stop(), 0);
+    // --json: one document per reconcile that changed something.
+    let out = std::fs::read_to_string(lab.root().join("watch.stdout")).unwrap();
+    let docs: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    for d in &docs {
+        common::assert_schema(d);
+        assert_eq!(d["command"], "watch");
+    }
+    // The start (a fresh host), the repair, the fixed profile.
+    assert_eq!(docs.len(), 3, "{out}");
+    assert!(docs
+        .iter()
+        .all(|d| d["changed"] == true && d["converged"] == true));
 }
 
 #[test]

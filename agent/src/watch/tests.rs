@@ -53,9 +53,12 @@ fn fresh() -> FakeSystem {
     f
 }
 
+/// One reconcile as the observer saw it: causes, purpose, changes, latency, converged.
+type Run = (Vec<Cause>, Purpose, Vec<Change>, Duration, bool);
+
 #[derive(Default)]
 struct Rec {
-    runs: Vec<(Vec<Cause>, Purpose, Vec<Change>, Duration, bool)>,
+    runs: Vec<Run>,
     notices: Vec<String>,
     watchdogs: usize,
     last: Option<WatchStatus>,
