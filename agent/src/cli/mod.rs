@@ -39,6 +39,9 @@ Examples:
   # First boot: converge, then hold until BGP is up on both ToRs with two ECMP paths
   underlay apply --wait --profile ... --host ...
 
+  # Then keep it converged: repair drift from netlink events (SIGTERM: exit 0)
+  underlay watch --profile ... --host ...
+
   # Something is wrong on a live host: read-only checks with evidence and fixes
   underlay doctor                       # generic checks (0 clean, 1 warnings, 2 failures)
   underlay doctor --profile ... --host ... --json

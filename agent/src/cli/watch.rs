@@ -47,7 +47,8 @@ pub struct WatchArgs {
     /// (up to 4 seconds' worth may run back to back)
     #[arg(long, value_name = "N", default_value_t = 5.0)]
     max_rate: f64,
-    /// Status file that `underlay status` reads (below --root)
+    /// Status file with the counters and last repairs (below --root); `underlay status` reads
+    /// the default one
     #[arg(long, value_name = "PATH", default_value = DEFAULT_STATUS_PATH)]
     status_file: PathBuf,
     /// Tests only: ask for this netlink receive buffer (bytes) instead of 8 MiB, to provoke
