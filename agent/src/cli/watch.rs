@@ -327,10 +327,11 @@ impl Observer for CliObserver {
 
     fn status(&mut self, s: &WatchStatus) {
         let text = serde_json::to_string_pretty(s).unwrap_or_default() + "\n";
+        // Root only: error messages quote what the host or BIRD said.
         match files::write_atomic(
             &self.status_path,
             text.as_bytes(),
-            0o644,
+            0o600,
             Durability::Derived,
         ) {
             Ok(()) => self.status_error = false,
