@@ -205,8 +205,10 @@ impl KernelEvents {
         let fd = self.sock.as_raw_fd();
         match table {
             Some(t) if self.options.kernel_filter => {
-                attach_filter(fd, &route_bpf(t)).map_err(io("attaching the route filter"))?;
-                self.stats.kernel_filter = true;
+                // A kernel that refuses the program still gets every event
+                // right, through the user-space filter (at more CPU): the
+                // status shows kernel_filter false.
+                self.stats.kernel_filter = attach_filter(fd, &route_bpf(t)).is_ok();
             }
             _ => {
                 detach_filter(fd);
