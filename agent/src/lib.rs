@@ -20,3 +20,4 @@ pub mod report;
 pub mod source;
 pub mod state;
 pub mod system;
+pub mod watch;

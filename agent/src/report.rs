@@ -209,6 +209,9 @@ pub struct Document {
     pub sources: Vec<SourceDoc>,
     /// The cluster join (`join`, `apply --join`), when it was considered.
     pub join: Option<crate::join::JoinReport>,
+    /// `status`: what the watcher (`underlay watch`) last reported; null
+    /// for other verbs or when no watcher ever ran.
+    pub watch: Option<crate::watch::status::WatchStatus>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -325,6 +328,7 @@ impl Document {
             recovered: r.recovered,
             sources: Vec::new(),
             join: None,
+            watch: None,
         }
     }
 
@@ -367,6 +371,7 @@ impl Document {
             recovered: false,
             sources: Vec::new(),
             join: None,
+            watch: None,
         }
     }
 
@@ -402,6 +407,7 @@ impl Document {
             recovered: false,
             sources,
             join: None,
+            watch: None,
         }
     }
 }

@@ -10,7 +10,9 @@ use underlay::engine::{self, Mode};
 use underlay::gates;
 use underlay::plan::Target;
 use underlay::report::{self, Context, Document};
-use underlay::system::{System, SystemError};
+use underlay::system::events::{Events, Interest, Wake};
+use underlay::system::linux::watch::{KernelEvents, Options};
+use underlay::system::{files, process, System, SystemError};
 
 use super::join::JoinFlags;
 use super::{init_logs, output, Common, Failed, WithWait};
@@ -66,6 +68,9 @@ pub fn run(
     if let Some(r) = &joined {
         code = super::join::exit_code(code, r);
     }
+    let watch = (mode == Mode::Status)
+        .then(|| read_watch_status(c))
+        .flatten();
     let ctx = Context {
         command: verb,
         host: &desired.hostname,
@@ -80,6 +85,7 @@ pub fn run(
         doc.durations_ms.total = ms(started);
         doc.msg.push_str(&sources.msg_suffix());
         doc.sources = sources.docs();
+        doc.watch = watch;
         println!("{}", serde_json::to_string(&doc).unwrap_or_default());
     } else {
         print!("{}", report::human(&report, &ctx, c.verbose > 0));
@@ -92,8 +98,59 @@ pub fn run(
         if let Some(r) = &joined {
             print!("{}", super::join::human(r));
         }
+        if mode == Mode::Status {
+            match &watch {
+                Some(w) => println!("{}", underlay::watch::status::summary(w)),
+                None => println!("watch: not running (no status file)"),
+            }
+        }
     }
     Ok(ExitCode::from(code as u8))
+}
+
+/// The watcher's status file, if one ever ran, with `running` filled in.
+fn read_watch_status(c: &Common) -> Option<underlay::watch::status::WatchStatus> {
+    let path = files::under_root(
+        &c.root,
+        std::path::Path::new(underlay::watch::status::DEFAULT_STATUS_PATH),
+    );
+    let text = files::read(&path).ok().flatten()?;
+    match serde_json::from_str::<underlay::watch::status::WatchStatus>(&text) {
+        Ok(mut w) => {
+            w.running = w.stopped_unix.is_none() && process::is_running(w.pid, w.pid_start);
+            Some(w)
+        }
+        Err(e) => {
+            tracing::warn!("{}: not a watch status file ({e}); ignored", path.display());
+            None
+        }
+    }
+}
+
+/// Netlink notifications end a pause early (see `gates::wait_with`).
+struct EventPause(KernelEvents);
+
+impl gates::Pause for EventPause {
+    fn pause(&mut self, max: Duration) {
+        let deadline = Instant::now() + max;
+        match self.0.wait(deadline) {
+            Ok(Wake::Changed { .. }) => {
+                // BIRD installs routes in bursts: read once the burst is over
+                // (10 ms quiet), or 50 ms after it began.
+                let cap = (Instant::now() + Duration::from_millis(50)).min(deadline);
+                loop {
+                    let quiet = (Instant::now() + Duration::from_millis(10)).min(cap);
+                    match self.0.wait(quiet) {
+                        Ok(Wake::Changed { .. }) if Instant::now() < cap => continue,
+                        _ => break,
+                    }
+                }
+            }
+            Ok(_) => {}
+            // The socket broke: fall back to the poll interval.
+            Err(_) => std::thread::sleep(max.min(Duration::from_millis(100))),
+        }
+    }
 }
 
 pub(super) fn ms(since: Instant) -> f64 {
@@ -110,7 +167,25 @@ pub(super) fn wait_for_gates(
     let spec = gates::spec(desired, target, wait_timeout.map(Duration::from_secs));
     let tty = std::io::stderr().is_terminal() && !json;
     let mut last_status = String::new();
-    let outcome = gates::wait(sys, &spec, |gates, elapsed| {
+    // Link state and host-table routes wake the wait the moment they
+    // change; opened before the first reading so no change slips between.
+    let uplinks: Vec<(u32, String)> = spec
+        .uplinks
+        .iter()
+        .map(|u| (u.index, u.ifname.clone()))
+        .collect();
+    let interest = Interest::for_gates(&uplinks, Some(spec.host_table));
+    let mut pause: Box<dyn gates::Pause> =
+        match KernelEvents::open(&interest, Options::default(), None) {
+            Ok(ev) => Box::new(EventPause(ev)),
+            Err(e) => {
+                tracing::debug!("readiness wait polls every 100 ms: {e}");
+                Box::new(gates::Sleep)
+            }
+        };
+    let mut readings = 0u32;
+    let outcome = gates::wait_with(sys, &spec, pause.as_mut(), |gates, elapsed| {
+        readings += 1;
         let passed = gates.iter().filter(|g| g.passed).count();
         let pending = gates.iter().find(|g| !g.passed);
         let status = match pending {
@@ -134,6 +209,10 @@ pub(super) fn wait_for_gates(
     if tty {
         eprintln!();
     }
+    tracing::debug!(
+        "readiness: {readings} readings in {:.1} s",
+        outcome.elapsed_ms as f64 / 1e3
+    );
     if outcome.passed {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     }

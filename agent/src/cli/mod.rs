@@ -8,6 +8,7 @@ mod output;
 mod render;
 mod show_sources;
 mod sources;
+mod watch;
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
@@ -41,6 +42,9 @@ Examples:
 
   # First boot: converge, then hold until BGP is up on both ToRs with two ECMP paths
   underlay apply --wait --profile ... --host ...
+
+  # Then keep it converged: repair drift from netlink events (SIGTERM: exit 0)
+  underlay watch --profile ... --host ...
 
   # Something is wrong on a live host: read-only checks with evidence and fixes
   underlay doctor                       # generic checks (0 clean, 1 warnings, 2 failures)
@@ -139,6 +143,13 @@ pub enum Command {
     Join(join::JoinArgs),
     /// Print generated configuration: the host BIRD config, the Calico resources, or the kubeadm
     /// JoinConfiguration
+    /// Stay running and keep the host converged: netlink events (our links, addresses, rules,
+    /// the host table), changed profile, host facts or generated files, and a periodic resync
+    /// each start a normal apply; foreign route churn (Calico) is filtered in the kernel.
+    /// Repairs are logged and counted (`underlay status` shows them). Exit 0 on SIGTERM/SIGINT
+    /// after the current apply; SIGHUP re-reads the inputs. Exit 1 when the inputs are invalid
+    /// at start
+    Watch(watch::WatchArgs),
     Render {
         #[arg(value_enum)]
         what: RenderWhat,
@@ -309,6 +320,7 @@ pub fn main() -> ExitCode {
         } => render::run(*what, *show_secrets, common),
         Command::Doctor(c) => doctor::run(c),
         Command::ShowSources(c) => show_sources::run(c),
+        Command::Watch(w) => watch::run(w),
     };
     match result {
         Ok(code) => code,
@@ -324,6 +336,12 @@ fn under_root(root: &Path, p: &str) -> PathBuf {
 /// with fields. No secret is logged anywhere: URLs appear without their query
 /// string, fetched files never.
 fn init_logs(c: &Common) {
+    init_logs_from(c, "warn");
+}
+
+/// `quiet`: the level on a terminal without -vv (watch logs every repair at
+/// info; the journal always gets info).
+fn init_logs_from(c: &Common, quiet: &str) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::EnvFilter;
@@ -336,7 +354,7 @@ fn init_logs(c: &Common) {
     // The journal is where an unattended first boot is read: info there.
     let level = match (c.verbose, format) {
         (0 | 1, LogFormat::Journald) => "info",
-        (0 | 1, _) => "warn",
+        (0 | 1, _) => quiet,
         (2, _) => "debug",
         _ => "trace",
     };
@@ -397,6 +415,24 @@ impl Common {
             self.entered.set(true);
         }
         Ok(())
+    }
+
+    /// The local files `load` may read (an explicit file, the kernel command
+    /// line, cloud-init's, /etc/underlay): watch mode polls them for changes.
+    /// A remote source is re-read when one of them changes, or on the resync.
+    fn input_files(&self) -> Vec<PathBuf> {
+        let local = |flag: &Option<String>, default: &str| match flag {
+            Some(f) if !f.contains("://") => PathBuf::from(f),
+            _ => under_root(&self.root, default),
+        };
+        let s = &self.sources;
+        vec![
+            local(&self.profile, "/etc/underlay/profile.toml"),
+            local(&self.host, "/etc/underlay/host.toml"),
+            s.cmdline.clone(),
+            s.cloud_init_dir.join("cloud-config.txt"),
+            s.cloud_init_dir.join("vendor-cloud-config.txt"),
+        ]
     }
 
     /// Enters --netns (after refusing what would leak out of it) and opens the system.

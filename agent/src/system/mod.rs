@@ -3,6 +3,7 @@
 //! [`fake::FakeSystem`] applies ops to memory so tests prove convergence
 //! without root.
 
+pub mod events;
 pub mod fake;
 pub mod fake_join;
 pub mod files;
@@ -10,6 +11,7 @@ pub mod https;
 pub mod join;
 pub mod linux;
 pub mod netns;
+pub mod process;
 pub mod sources;
 pub mod sysctl;
 

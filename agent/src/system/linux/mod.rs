@@ -11,6 +11,7 @@ mod routes;
 mod rules;
 pub mod secret;
 mod units;
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 
