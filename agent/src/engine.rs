@@ -159,9 +159,19 @@ pub fn read_bgp_inputs(sys: &mut dyn System, d: &Desired) -> Result<BgpInputs, E
             }
         });
     }
+    let in_netns = sys.in_netns();
+    let log = crate::bgp::from_desired::log_target(&bgp.log, in_netns, |p| {
+        sys.real_path(p).display().to_string()
+    });
     Ok(BgpInputs {
         template,
         passwords,
+        log,
+        bird_dirs: if in_netns {
+            crate::bgp::from_desired::netns_dirs(bgp)
+        } else {
+            Vec::new()
+        },
     })
 }
 

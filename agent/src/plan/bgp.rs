@@ -27,6 +27,7 @@ pub fn plan_bgp(t: &Target, o: &Observed) -> Vec<Item> {
     let mut ops = vec![Op::WriteBirdConfig {
         path: b.config_path.clone(),
         content: b.content.clone(),
+        dirs: b.dirs.clone(),
     }];
     let mut after = summary(&b.content);
     if o.bird_running {

@@ -68,6 +68,10 @@ pub enum Op {
         path: PathBuf,
         #[serde(skip)]
         content: String,
+        /// Directories BIRD needs to start (logical), created first: inside
+        /// --netns the control socket's and the log file's, which no unit
+        /// prepares there.
+        dirs: Vec<PathBuf>,
     },
     /// `configure` over the control socket.
     ReloadBird {

@@ -89,10 +89,9 @@ pub(super) fn validate(
             }
         }
     }
-    let bgp = role
-        .bgp
-        .as_ref()
-        .and_then(|b| super::bgp::validate(role_src, b, &tables, host.asn, uplinks.len(), &mut p));
+    let bgp = role.bgp.as_ref().and_then(|b| {
+        super::bgp::validate(role_src, b, &tables, host_src, host, uplinks.len(), &mut p)
+    });
     if uplinks.is_empty() && p.is_empty() {
         p.push(host_src.problem(
             "uplinks",

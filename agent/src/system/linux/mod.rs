@@ -34,6 +34,7 @@ pub struct LinuxSystem {
     state_path: PathBuf,
     /// systemd supervises daemons (false inside --netns).
     systemd: bool,
+    in_netns: bool,
 }
 
 pub(super) fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> SystemError {
@@ -63,6 +64,7 @@ impl LinuxSystem {
             proc_sys: PathBuf::from("/proc/sys"),
             state_path: state_path.to_path_buf(),
             systemd: !in_netns && units::systemd_booted(),
+            in_netns,
         })
     }
 
@@ -174,8 +176,20 @@ impl System for LinuxSystem {
                 Durability::Derived,
             ),
             Op::RemoveFile { path } => files::remove(&files::under_root(&self.root, path)),
-            Op::WriteBirdConfig { path, content } => {
+            Op::WriteBirdConfig {
+                path,
+                content,
+                dirs,
+            } => {
                 self.rt.block_on(bird::check(content))?;
+                for d in dirs {
+                    let real = files::under_root(&self.root, d);
+                    std::fs::create_dir_all(&real).map_err(|source| SystemError::Io {
+                        what: "creating BIRD's directory",
+                        path: real.clone(),
+                        source,
+                    })?;
+                }
                 files::write_atomic(
                     &files::under_root(&self.root, path),
                     content.as_bytes(),
@@ -212,6 +226,33 @@ impl System for LinuxSystem {
             &files::under_root(&self.root, socket),
             protocol,
         ))
+    }
+
+    fn bird_bfd_sessions(
+        &mut self,
+        socket: &Path,
+    ) -> Result<Vec<crate::bgp::BfdSession>, SystemError> {
+        self.rt
+            .block_on(bird::bfd_sessions(&files::under_root(&self.root, socket)))
+    }
+
+    fn bird_bgp_detail(
+        &mut self,
+        socket: &Path,
+        protocol: &str,
+    ) -> Result<crate::bgp::BgpDetail, SystemError> {
+        self.rt.block_on(bird::bgp_detail(
+            &files::under_root(&self.root, socket),
+            protocol,
+        ))
+    }
+
+    fn real_path(&self, logical: &Path) -> PathBuf {
+        files::under_root(&self.root, logical)
+    }
+
+    fn in_netns(&self) -> bool {
+        self.in_netns
     }
 
     fn save_state(&mut self, state: &State) -> Result<(), SystemError> {
