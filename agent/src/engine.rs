@@ -155,7 +155,15 @@ pub fn read_bgp_inputs(sys: &mut dyn System, d: &Desired) -> Result<BgpInputs, E
                     ))
                 })?;
                 // One line; trailing newline from `echo` is not part of the secret.
-                Some(text.trim_end_matches(['\n', '\r']).to_string())
+                let password = text.trim_end_matches(['\n', '\r']).to_string();
+                if !crate::bgp::names::quotable(&password) {
+                    return Err(EngineError::Refused(format!(
+                        "uplink '{}': password_file {} holds an empty password or one with a double quote or a line break, which BIRD's config cannot quote; write one line without '\"'",
+                        u.name,
+                        f.display()
+                    )));
+                }
+                Some(password)
             }
         });
     }
