@@ -533,7 +533,10 @@ fn bird_logs_to_syslog_on_a_host_and_to_a_file_below_root_in_netns() {
     engine::run(&mut f, &desired(HOST), Mode::Apply).unwrap();
     let conf = &f.files[&PathBuf::from("/etc/bird/bird.conf")];
     assert!(conf.contains("\nlog syslog all;\n"), "{conf}");
-    assert!(f.dirs.is_empty(), "a host's units prepare BIRD's directories");
+    assert!(
+        f.dirs.is_empty(),
+        "a host's units prepare BIRD's directories"
+    );
 
     let mut f = fresh();
     f.in_netns = true;
@@ -569,7 +572,10 @@ fn a_password_bird_cannot_quote_is_refused_before_any_change() {
             err.contains("uplink 'tor-a': password_file /etc/underlay/secrets/tor-a"),
             "{err}"
         );
-        assert!(!err.contains("a\"b"), "the secret never reaches the error: {err}");
+        assert!(
+            !err.contains("a\"b"),
+            "the secret never reaches the error: {err}"
+        );
         assert!(f.applied.is_empty());
     }
 }
