@@ -253,7 +253,7 @@ pub fn session_states(spec: &Spec, r: &Readings) -> Vec<SessionState> {
                 Ok(ps) => ps
                     .iter()
                     .find(|x| &x.name == p)
-                    .map_or_else(|| "missing".to_string(), |x| bgp_text(x)),
+                    .map_or_else(|| "missing".to_string(), bgp_text),
             };
             let bfd = spec.bfd.then(|| match &r.bfd {
                 Err(_) => "unknown".to_string(),
