@@ -162,13 +162,31 @@ pub fn read_bgp_inputs(sys: &mut dyn System, d: &Desired) -> Result<BgpInputs, E
                     ))
                 })?;
                 // One line; trailing newline from `echo` is not part of the secret.
-                Some(text.trim_end_matches(['\n', '\r']).to_string())
+                let password = text.trim_end_matches(['\n', '\r']).to_string();
+                if !crate::bgp::names::quotable(&password) {
+                    return Err(EngineError::Refused(format!(
+                        "uplink '{}': password_file {} holds an empty password or one with a double quote or a line break, which BIRD's config cannot quote; write one line without '\"'",
+                        u.name,
+                        f.display()
+                    )));
+                }
+                Some(password)
             }
         });
     }
+    let in_netns = sys.in_netns();
+    let log = crate::bgp::from_desired::log_target(&bgp.log, in_netns, |p| {
+        sys.real_path(p).display().to_string()
+    });
     Ok(BgpInputs {
         template,
         passwords,
+        log,
+        bird_dirs: if in_netns {
+            crate::bgp::from_desired::netns_dirs(bgp)
+        } else {
+            Vec::new()
+        },
     })
 }
 

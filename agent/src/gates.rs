@@ -1,15 +1,18 @@
 //! Readiness gates: the host is ready for the cluster join only when every
-//! uplink is up, every ToR session is Established, the host table's default
-//! has enough ECMP next hops, and the service IP is exported to every ToR.
+//! uplink is up, every ToR session is Established, a BFD session is Up to
+//! every ToR (when the profile enables BFD), the host table's default has
+//! enough ECMP next hops, and the service IP is exported to every ToR.
 //! Evaluation is pure (`evaluate`); `wait` polls the system until all pass or
 //! the timeout expires, reporting progress.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use serde::Serialize;
 
+use crate::bgp::BfdSession;
 use crate::desired::Family;
 use crate::observed::{NextHop, ObservedLink};
 use crate::system::{BirdProtocol, System, SystemError};
@@ -24,6 +27,8 @@ pub struct Spec {
     /// The host BIRD's control socket; `None` when the profile has no [bgp]
     /// (then only the uplinks gate applies).
     pub socket: Option<PathBuf>,
+    /// BFD enabled in the profile: the `bfd-up` gate applies.
+    pub bfd: bool,
     pub timeout: Duration,
 }
 
@@ -34,6 +39,8 @@ pub struct GateUplink {
     pub ifname: String,
     /// BIRD protocol names of this uplink's sessions (one per family).
     pub protocols: Vec<String>,
+    /// The ToR's address of each session, in `protocols` order.
+    pub peers: Vec<IpAddr>,
 }
 
 /// One poll's readings.
@@ -44,6 +51,10 @@ pub struct Readings {
     /// `Err`: BIRD did not answer (message kept as evidence).
     pub protocols: Result<Vec<BirdProtocol>, String>,
     pub exported: Vec<(String, Vec<IpNet>)>,
+    /// `show bfd sessions` (`Err`: BIRD did not answer).
+    pub bfd: Result<Vec<BfdSession>, String>,
+    /// The control socket as a person finds it (below --root), for evidence.
+    pub socket_path: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -55,6 +66,7 @@ pub struct Gate {
 
 pub const UPLINKS_UP: &str = "uplinks-up";
 pub const BGP_ESTABLISHED: &str = "bgp-established";
+pub const BFD_UP: &str = "bfd-up";
 pub const ECMP_PATHS: &str = "ecmp-paths";
 pub const SERVICE_EXPORTED: &str = "service-exported";
 
@@ -109,6 +121,34 @@ pub fn evaluate(spec: &Spec, r: &Readings) -> Vec<Gate> {
         evidence: bgp_evidence,
     });
 
+    if spec.bfd {
+        let (ok, evidence) = match &r.bfd {
+            Err(e) => (false, format!("BIRD not answering: {e}")),
+            Ok(_) => {
+                let states = session_states(spec, r);
+                let ok = states.iter().all(|s| s.bfd.as_deref() == Some("Up"));
+                let ev: Vec<String> = states
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "{} ({} on {}) {}",
+                            s.protocol,
+                            s.peer,
+                            s.ifname,
+                            s.bfd.as_deref().unwrap_or("-")
+                        )
+                    })
+                    .collect();
+                (ok, ev.join(", "))
+            }
+        };
+        gates.push(Gate {
+            name: BFD_UP,
+            passed: ok,
+            evidence,
+        });
+    }
+
     let n = r.nexthops.len() as u32;
     let via: Vec<String> = r
         .nexthops
@@ -138,7 +178,20 @@ pub fn evaluate(spec: &Spec, r: &Readings) -> Vec<Gate> {
         ),
     });
 
-    let mut ok = r.protocols.is_ok();
+    if r.protocols.is_err() {
+        // Without BIRD nobody knows what is exported: never claim "not exported".
+        let socket = r.socket_path.as_ref().or(spec.socket.as_ref());
+        gates.push(Gate {
+            name: SERVICE_EXPORTED,
+            passed: false,
+            evidence: format!(
+                "unknown: cannot reach BIRD at {}",
+                socket.map_or_else(|| "its control socket".into(), |s| s.display().to_string())
+            ),
+        });
+        return gates;
+    }
+    let mut ok = true;
     let mut ev = Vec::new();
     for p in spec.uplinks.iter().flat_map(|u| u.protocols.iter()) {
         let exported = r
@@ -169,6 +222,70 @@ pub fn evaluate(spec: &Spec, r: &Readings) -> Vec<Gate> {
     gates
 }
 
+/// One ToR session as `status` shows it: the uplink's name and the BIRD
+/// protocol name side by side, so a person finds it in `birdc`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionState {
+    /// Logical uplink name (`tor-a`).
+    pub uplink: String,
+    pub ifname: String,
+    /// BIRD protocol name (`tor_a`, `tor_a_v6`).
+    pub protocol: String,
+    pub peer: IpAddr,
+    /// BIRD's BGP state and detail (`Established`, `Active Socket: Connection refused`),
+    /// `missing` when BIRD has no such protocol, `unknown` when BIRD does not answer.
+    pub bgp: String,
+    /// BFD state to this peer (`Up`, `Down`, `Init`, `AdminDown`, `no session`, `unknown`);
+    /// `None` when the profile disables BFD.
+    pub bfd: Option<String>,
+}
+
+/// Every ToR session with its BGP and BFD state, in uplink order.
+pub fn session_states(spec: &Spec, r: &Readings) -> Vec<SessionState> {
+    let mut out = Vec::new();
+    for u in &spec.uplinks {
+        for (i, p) in u.protocols.iter().enumerate() {
+            let Some(peer) = u.peers.get(i).copied() else {
+                continue;
+            };
+            let bgp = match &r.protocols {
+                Err(_) => "unknown".to_string(),
+                Ok(ps) => ps
+                    .iter()
+                    .find(|x| &x.name == p)
+                    .map_or_else(|| "missing".to_string(), bgp_text),
+            };
+            let bfd = spec.bfd.then(|| match &r.bfd {
+                Err(_) => "unknown".to_string(),
+                Ok(ss) => ss
+                    .iter()
+                    .find(|s| {
+                        s.address == peer && (s.interface.is_empty() || s.interface == u.ifname)
+                    })
+                    .map_or_else(|| "no session".to_string(), |s| s.state.clone()),
+            });
+            out.push(SessionState {
+                uplink: u.name.clone(),
+                ifname: u.ifname.clone(),
+                protocol: p.clone(),
+                peer,
+                bgp,
+                bfd,
+            });
+        }
+    }
+    out
+}
+
+fn bgp_text(p: &BirdProtocol) -> String {
+    let info = p.info.split_whitespace().collect::<Vec<_>>().join(" ");
+    if info.is_empty() {
+        p.state.clone()
+    } else {
+        info
+    }
+}
+
 /// Protocol names for IPv6 sessions end in `_v6` (see the BIRD template).
 pub fn family_of_protocol(name: &str) -> Family {
     if name.ends_with("_v6") {
@@ -186,21 +303,32 @@ pub fn read(sys: &mut dyn System, spec: &Spec) -> Result<Readings, SystemError> 
             nexthops: Vec::new(),
             protocols: Ok(Vec::new()),
             exported: Vec::new(),
+            bfd: Ok(Vec::new()),
+            socket_path: None,
         });
     };
     let nexthops = sys.default_nexthops(spec.host_table, Family::Ipv4)?;
     let protocols = sys.bird_protocols(socket).map_err(|e| e.to_string());
     let mut exported = Vec::new();
-    if protocols.is_ok() {
-        for p in spec.uplinks.iter().flat_map(|u| u.protocols.iter()) {
-            exported.push((p.clone(), sys.bird_exported(socket, p).unwrap_or_default()));
+    let mut bfd = Ok(Vec::new());
+    match &protocols {
+        Ok(_) => {
+            for p in spec.uplinks.iter().flat_map(|u| u.protocols.iter()) {
+                exported.push((p.clone(), sys.bird_exported(socket, p).unwrap_or_default()));
+            }
+            if spec.bfd {
+                bfd = sys.bird_bfd_sessions(socket).map_err(|e| e.to_string());
+            }
         }
+        Err(e) => bfd = Err(e.clone()),
     }
     Ok(Readings {
         links,
         nexthops,
         protocols,
         exported,
+        bfd,
+        socket_path: Some(sys.real_path(socket)),
     })
 }
 
@@ -213,16 +341,28 @@ pub fn spec(
     let uplinks = t
         .uplinks()
         .iter()
-        .map(|l| GateUplink {
-            name: l.role.clone(),
-            index: l.index,
-            ifname: l.ifname.clone(),
-            protocols: t
+        .map(|l| {
+            let protocols: Vec<String> = t
                 .bird
                 .as_ref()
                 .and_then(|b| b.sessions.iter().find(|(u, _)| u == &l.role))
                 .map(|(_, p)| p.clone())
-                .unwrap_or_default(),
+                .unwrap_or_default();
+            let up = d.uplinks.iter().find(|u| u.name == l.role);
+            let peers = protocols
+                .iter()
+                .filter_map(|p| match family_of_protocol(p) {
+                    Family::Ipv4 => up.and_then(|u| u.ipv4.as_ref()).map(|t| IpAddr::V4(t.peer)),
+                    Family::Ipv6 => up.and_then(|u| u.ipv6.as_ref()).map(|t| IpAddr::V6(t.peer)),
+                })
+                .collect();
+            GateUplink {
+                name: l.role.clone(),
+                index: l.index,
+                ifname: l.ifname.clone(),
+                protocols,
+                peers,
+            }
         })
         .collect();
     let bgp = d.bgp.as_ref();
@@ -232,6 +372,7 @@ pub fn spec(
         min_paths: bgp.map_or(0, |b| b.min_paths),
         service: d.service_addresses(),
         socket: t.bird.as_ref().map(|b| b.socket.clone()),
+        bfd: t.bird.is_some() && bgp.is_some_and(|b| b.bfd.is_some()),
         timeout: timeout
             .unwrap_or_else(|| Duration::from_secs(u64::from(bgp.map_or(60, |b| b.timeout_s)))),
     }
@@ -241,7 +382,10 @@ pub fn spec(
 pub struct Outcome {
     pub passed: bool,
     pub gates: Vec<Gate>,
+    /// How long the gates were waited for (0 for `status`, which only looks).
     pub elapsed_ms: u64,
+    /// Every ToR session at the last poll (uplink name, BIRD protocol, BGP and BFD state).
+    pub sessions: Vec<SessionState>,
 }
 
 /// Polls until every gate passes or the timeout expires. `progress` is called
@@ -295,6 +439,7 @@ pub fn wait_with(
                 passed,
                 gates,
                 elapsed_ms: elapsed.as_millis() as u64,
+                sessions: session_states(spec, &readings),
             });
         }
         let evented = gates
@@ -320,18 +465,21 @@ mod tests {
                     index: 2,
                     ifname: "eth0".into(),
                     protocols: vec!["tor_a".into()],
+                    peers: vec!["172.30.0.0".parse().unwrap()],
                 },
                 GateUplink {
                     name: "tor-b".into(),
                     index: 3,
                     ifname: "eth1".into(),
                     protocols: vec!["tor_b".into()],
+                    peers: vec!["172.30.1.0".parse().unwrap()],
                 },
             ],
             host_table: 1001,
             min_paths: 2,
             service: vec!["10.10.0.11/32".parse().unwrap()],
             socket: Some("/run/bird/bird.ctl".into()),
+            bfd: true,
             timeout: Duration::from_secs(1),
         }
     }
@@ -357,6 +505,16 @@ mod tests {
         }
     }
 
+    fn bfd(addr: &str, ifname: &str, state: &str) -> BfdSession {
+        BfdSession {
+            protocol: "bfd1".into(),
+            address: addr.parse().unwrap(),
+            interface: ifname.into(),
+            state: state.into(),
+            since: "16:24:06.374".into(),
+        }
+    }
+
     fn healthy() -> Readings {
         let svc: IpNet = "10.10.0.11/32".parse().unwrap();
         Readings {
@@ -376,6 +534,11 @@ mod tests {
                 proto("tor_b", "Established"),
             ]),
             exported: vec![("tor_a".into(), vec![svc]), ("tor_b".into(), vec![svc])],
+            bfd: Ok(vec![
+                bfd("172.30.0.0", "eth0", "Up"),
+                bfd("172.30.1.0", "eth1", "Up"),
+            ]),
+            socket_path: Some("/tmp/root/run/bird/bird.ctl".into()),
         }
     }
 
@@ -383,16 +546,33 @@ mod tests {
         gates.iter().filter(|g| !g.passed).map(|g| g.name).collect()
     }
 
+    fn gate<'a>(gates: &'a [Gate], name: &str) -> &'a Gate {
+        gates.iter().find(|g| g.name == name).expect("gate present")
+    }
+
     #[test]
     fn healthy_host_passes_every_gate() {
         let g = evaluate(&spec(), &healthy());
-        assert_eq!(g.len(), 4);
+        let names: Vec<&str> = g.iter().map(|g| g.name).collect();
+        assert_eq!(
+            names,
+            [
+                UPLINKS_UP,
+                BGP_ESTABLISHED,
+                BFD_UP,
+                ECMP_PATHS,
+                SERVICE_EXPORTED
+            ]
+        );
         assert!(failed(&g).is_empty(), "{g:#?}");
+        let ecmp = &gate(&g, ECMP_PATHS).evidence;
         assert!(
-            g[2].evidence
-                .contains("via 172.30.0.0 (eth0), 172.30.1.0 (eth1)"),
-            "{}",
-            g[2].evidence
+            ecmp.contains("via 172.30.0.0 (eth0), 172.30.1.0 (eth1)"),
+            "{ecmp}"
+        );
+        assert_eq!(
+            gate(&g, BFD_UP).evidence,
+            "tor_a (172.30.0.0 on eth0) Up, tor_b (172.30.1.0 on eth1) Up"
         );
     }
 
@@ -409,25 +589,53 @@ mod tests {
         ]);
         let g = evaluate(&spec(), &r);
         assert_eq!(failed(&g), [BGP_ESTABLISHED]);
-        assert!(g[1].evidence.contains("tor_b Active"));
+        assert!(gate(&g, BGP_ESTABLISHED).evidence.contains("tor_b Active"));
+
+        // The case: BGP Established, the ToR's BFD off.
+        let mut r = healthy();
+        r.bfd = Ok(vec![
+            bfd("172.30.0.0", "eth0", "Down"),
+            bfd("172.30.1.0", "eth1", "Up"),
+        ]);
+        let g = evaluate(&spec(), &r);
+        assert_eq!(failed(&g), [BFD_UP]);
+        assert!(
+            gate(&g, BFD_UP)
+                .evidence
+                .contains("tor_a (172.30.0.0 on eth0) Down"),
+            "{}",
+            gate(&g, BFD_UP).evidence
+        );
+        let mut r = healthy();
+        r.bfd = Ok(vec![
+            bfd("172.30.1.0", "eth1", "Up"),
+            bfd("172.30.0.0", "eth9", "Up"),
+        ]);
+        let g = evaluate(&spec(), &r);
+        assert_eq!(
+            failed(&g),
+            [BFD_UP],
+            "a session on another interface is not ours"
+        );
+        assert!(gate(&g, BFD_UP)
+            .evidence
+            .contains("tor_a (172.30.0.0 on eth0) no session"));
 
         let mut r = healthy();
         r.nexthops.pop();
         let g = evaluate(&spec(), &r);
         assert_eq!(failed(&g), [ECMP_PATHS]);
-        assert!(g[2].evidence.contains("1 next hop (want 2)"));
+        assert!(gate(&g, ECMP_PATHS)
+            .evidence
+            .contains("1 next hop (want 2)"));
 
         let mut r = healthy();
         r.exported[1].1.clear();
         let g = evaluate(&spec(), &r);
         assert_eq!(failed(&g), [SERVICE_EXPORTED]);
-        assert!(g[3].evidence.contains("tor_b: 10.10.0.11/32 not exported"));
-
-        let mut r = healthy();
-        r.protocols = Err("connection refused".into());
-        let g = evaluate(&spec(), &r);
-        assert_eq!(failed(&g), [BGP_ESTABLISHED, SERVICE_EXPORTED]);
-        assert!(g[1].evidence.contains("BIRD not answering"));
+        assert!(gate(&g, SERVICE_EXPORTED)
+            .evidence
+            .contains("tor_b: 10.10.0.11/32 not exported"));
     }
 
     /// Records what it was asked to wait for; sleeps briefly so time moves.
@@ -464,9 +672,53 @@ mod tests {
     }
 
     #[test]
-    fn without_bgp_only_the_uplinks_gate_applies() {
+    fn without_bird_nothing_is_claimed_not_exported() {
+        let mut r = healthy();
+        r.protocols = Err("connecting to BIRD control socket: No such file or directory".into());
+        r.bfd = Err("same".into());
+        let g = evaluate(&spec(), &r);
+        assert_eq!(failed(&g), [BGP_ESTABLISHED, BFD_UP, SERVICE_EXPORTED]);
+        assert!(gate(&g, BGP_ESTABLISHED)
+            .evidence
+            .contains("BIRD not answering"));
+        assert_eq!(
+            gate(&g, SERVICE_EXPORTED).evidence,
+            "unknown: cannot reach BIRD at /tmp/root/run/bird/bird.ctl"
+        );
+        let s = session_states(&spec(), &r);
+        assert_eq!(s[0].bgp, "unknown");
+        assert_eq!(s[0].bfd.as_deref(), Some("unknown"));
+    }
+
+    #[test]
+    fn without_bgp_only_the_uplinks_gate_applies_and_without_bfd_no_bfd_gate() {
         let mut s = spec();
         s.socket = None;
         assert_eq!(evaluate(&s, &healthy()).len(), 1);
+        let mut s = spec();
+        s.bfd = false;
+        let mut r = healthy();
+        r.bfd = Ok(Vec::new());
+        let g = evaluate(&s, &r);
+        assert!(!g.iter().any(|g| g.name == BFD_UP));
+        assert!(failed(&g).is_empty());
+        assert!(session_states(&s, &r).iter().all(|x| x.bfd.is_none()));
+    }
+
+    #[test]
+    fn sessions_name_the_uplink_and_the_bird_protocol() {
+        let mut r = healthy();
+        r.protocols = Ok(vec![
+            proto("tor_a", "Established"),
+            proto("tor_b", "Active   Socket: Connection refused"),
+        ]);
+        let s = session_states(&spec(), &r);
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            (s[0].uplink.as_str(), s[0].protocol.as_str()),
+            ("tor-a", "tor_a")
+        );
+        assert_eq!(s[1].bgp, "Active Socket: Connection refused");
+        assert_eq!(s[1].bfd.as_deref(), Some("Up"));
     }
 }

@@ -212,6 +212,9 @@ pub struct Document {
     /// `status`: what the watcher (`underlay watch`) last reported; null
     /// for other verbs or when no watcher ever ran.
     pub watch: Option<crate::watch::status::WatchStatus>,
+    /// Inside --netns with [bgp]: the command that starts the host BIRD on
+    /// the config and control socket below --root (nothing supervises it there).
+    pub bird_command: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -329,6 +332,7 @@ impl Document {
             sources: Vec::new(),
             join: None,
             watch: None,
+            bird_command: None,
         }
     }
 
@@ -372,6 +376,7 @@ impl Document {
             sources: Vec::new(),
             join: None,
             watch: None,
+            bird_command: None,
         }
     }
 
@@ -408,12 +413,34 @@ impl Document {
             sources,
             join: None,
             watch: None,
+            bird_command: None,
         }
     }
 }
 
-pub fn gates_human(g: &crate::gates::Outcome) -> String {
+/// The ToR sessions and the gates. `waited`: the gates were waited for
+/// (`--wait`); otherwise (`status`) they are shown as they stand.
+pub fn gates_human(g: &crate::gates::Outcome, waited: bool) -> String {
     let mut out = String::new();
+    for s in &g.sessions {
+        let ok = s.bgp.starts_with("Established") && s.bfd.as_deref().is_none_or(|b| b == "Up");
+        let bfd = s
+            .bfd
+            .as_deref()
+            .map(|b| format!(", BFD {b}"))
+            .unwrap_or_default();
+        // Uplink name and BIRD protocol name side by side: `birdc show protocols all tor_a`.
+        let _ = writeln!(
+            out,
+            "{:<7} session  {} -> BIRD {} ({} on {}): BGP {}{bfd}",
+            if ok { "ok" } else { "down" },
+            s.uplink,
+            s.protocol,
+            s.peer,
+            s.ifname,
+            s.bgp
+        );
+    }
     for gate in &g.gates {
         let _ = writeln!(
             out,
@@ -424,24 +451,35 @@ pub fn gates_human(g: &crate::gates::Outcome) -> String {
         );
     }
     let secs = g.elapsed_ms as f64 / 1e3;
-    if g.passed {
-        let _ = writeln!(
+    let failed: Vec<&str> = g
+        .gates
+        .iter()
+        .filter(|x| !x.passed)
+        .map(|x| x.name)
+        .collect();
+    let n = g.gates.len();
+    let _ = match (g.passed, waited) {
+        (true, true) => writeln!(
             out,
-            "ready: all {} readiness gates passed in {secs:.1} s",
-            g.gates.len()
-        );
-    } else {
-        let failed: Vec<&str> = g
-            .gates
-            .iter()
-            .filter(|x| !x.passed)
-            .map(|x| x.name)
-            .collect();
-        let _ = writeln!(
+            "ready: all {n} readiness gates passed after waiting {secs:.1} s"
+        ),
+        (true, false) => writeln!(out, "ready: all {n} readiness gates pass"),
+        (false, true) => writeln!(
             out,
-            "NOT READY after {secs:.1} s: {} failed",
+            "NOT READY after waiting {secs:.1} s: {} failed",
             failed.join(", ")
-        );
-    }
+        ),
+        (false, false) => writeln!(out, "NOT READY: {} failed", failed.join(", ")),
+    };
     out
+}
+
+/// The last line of `apply/verify --wait`: the converge and the readiness
+/// wait apart, so a 30 s wait never reads as a slow converge.
+pub fn totals_human(converge_ms: f64, wait_ms: u64, total_ms: f64) -> String {
+    format!(
+        "total {:.1} s: converge {converge_ms:.1} ms, readiness wait {:.1} s\n",
+        total_ms / 1e3,
+        wait_ms as f64 / 1e3
+    )
 }

@@ -67,6 +67,15 @@ fn gates_of(d: &Desired, healthy: bool) -> Outcome {
                 .collect();
             sys.exported.insert(p.clone(), svc);
         }
+        for peer in &u.peers {
+            sys.bfd.push(underlay::bgp::BfdSession {
+                protocol: "bfd1".into(),
+                address: *peer,
+                interface: u.ifname.clone(),
+                state: if healthy || i == 0 { "Up" } else { "Down" }.into(),
+                since: "00:00:01".into(),
+            });
+        }
         sys.nexthops
             .entry(spec.host_table)
             .or_default()

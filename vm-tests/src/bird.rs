@@ -246,7 +246,24 @@ pub fn parse_show_protocols_all(text: &str) -> Vec<BgpSession> {
     out
 }
 
+/// Graceful restart on the ToRs' host sessions as FRR's `datacenter`
+/// defaults offer it (both GR and long-lived GR, restart time 120 s): a host
+/// that also speaks LLGR would treat an expired hold timer as a ToR restart
+/// and keep the ToR's routes for 120 s (+ the 1 s LL stale time). BIRD
+/// announces LLGR for a family only with a stale time above 0.
+pub const TOR_GRACEFUL_RESTART: &str = "  graceful restart on;
+  graceful restart time 120;
+  long lived graceful restart on;
+  long lived stale time 1;
+";
+
 pub fn render_tor_conf(lab: &Lab, tor: Tor) -> String {
+    render_tor_conf_with(lab, tor, &[])
+}
+
+/// The ToR config with BFD off on its sessions to the hosts named in
+/// `no_bfd` (a ToR whose BFD is not configured for them).
+pub fn render_tor_conf_with(lab: &Lab, tor: Tor, no_bfd: &[String]) -> String {
     let (_, client_addr) = tor.client_link();
     let other = tor.other();
     let mut c = String::new();
@@ -263,7 +280,7 @@ pub fn render_tor_conf(lab: &Lab, tor: Tor) -> String {
          protocol static fabric {{\n  ipv4;\n  route 0.0.0.0/0 blackhole;\n  route {CLIENT_SUBNET} via {client_addr};\n}}\n\n\
          filter from_hosts {{\n  if net ~ [ 10.10.0.0/16{{32,32}}, 10.244.0.0/16{{{POD_BLOCK_LEN},{POD_BLOCK_LEN}}} ] then accept;\n  reject;\n}}\n\n\
          filter to_hosts {{\n  if proto = \"fabric\" then accept;\n  reject;\n}}\n\n\
-         template bgp host_peer {{\n  local as {asn};\n{BGP_TIMERS}  bfd on;\n  ipv4 {{ import filter from_hosts; export filter to_hosts; }};\n}}\n\n\
+         template bgp host_peer {{\n  local as {asn};\n{BGP_TIMERS}  bfd on;\n{TOR_GRACEFUL_RESTART}  ipv4 {{ import filter from_hosts; export filter to_hosts; }};\n}}\n\n\
          # The other ToR: host routes only, as a detour when a host link is down.\n\
          protocol bgp {other_proto} {{\n  local {my_peer} as {asn};\n  neighbor {other_peer} as {other_asn};\n{BGP_TIMERS}  ipv4 {{ import filter from_hosts; export filter from_hosts; }};\n}}\n",
         name = tor.name(),
@@ -278,12 +295,17 @@ pub fn render_tor_conf(lab: &Lab, tor: Tor) -> String {
         let u = &h.uplinks[tor.index() as usize];
         let _ = write!(
             c,
-            "\nprotocol bgp {} from host_peer {{\n  local {} as {};\n  neighbor {} as {};\n}}\n",
+            "\nprotocol bgp {} from host_peer {{\n  local {} as {};\n  neighbor {} as {};\n{}}}\n",
             h.name,
             u.tor_addr,
             tor.asn(),
             u.host_addr,
-            h.asn
+            h.asn,
+            if no_bfd.contains(&h.name) {
+                "  bfd off;\n"
+            } else {
+                ""
+            }
         );
     }
     c
@@ -362,6 +384,14 @@ calico     BGP        ---        down   16:30:01.123
         assert!(c.contains("neighbor 172.30.7.1 as 65103;"));
         assert!(c.contains("neighbor 172.30.0.0 as 65001;"));
         assert!(c.contains("merge paths on"));
+        assert!(c.contains("long lived graceful restart on;"));
+        assert!(!c.contains("bfd off;"));
+        let c = render_tor_conf_with(&lab, Tor::B, &["h2".to_string()]);
+        assert_eq!(c.matches("bfd off;").count(), 1);
+        assert!(
+            c.contains("neighbor 172.30.5.1 as 65102;\n  bfd off;\n}"),
+            "{c}"
+        );
     }
 
     #[test]

@@ -38,6 +38,7 @@
 
 mod agent;
 mod bench;
+mod bgpfail;
 mod bird;
 mod cmd;
 mod join;
@@ -113,6 +114,12 @@ enum Cmd {
         /// syncing main; the fight shows within a few seconds).
         #[arg(long, default_value_t = 15)]
         fight_secs: u64,
+        /// Run `failover-silent-no-bfd` on the host BIRD config underlay
+        /// rendered before LLGR was turned off on the uplinks (BIRD's default
+        /// LLGR `aware`): it then measures the dead path LLGR keeps (about
+        /// two minutes) and fails.
+        #[arg(long)]
+        llgr: bool,
     },
     /// Benchmark underlay against ip -batch, an ip/sysctl script and nmstatectl,
     /// in namespaces it creates: median wall time, peak RSS, ratios.
@@ -222,6 +229,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             list,
             churn_secs,
             fight_secs,
+            llgr,
         } => {
             if list {
                 for (name, what, _) in scenarios::SCENARIOS {
@@ -233,6 +241,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let opts = scenarios::TestOptions {
                 churn: Duration::from_secs(churn_secs),
                 fight: Duration::from_secs(fight_secs),
+                llgr,
             };
             let (passed, failed) = scenarios::run(&lab, &only, &opts)?;
             println!("{passed} passed, {failed} failed");

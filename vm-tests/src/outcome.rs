@@ -33,4 +33,7 @@ pub struct TestOptions {
     pub churn: Duration,
     /// Churn duration of `table-fight-shared-main`.
     pub fight: Duration,
+    /// `failover-silent-no-bfd` on the old rendering (LLGR negotiated):
+    /// measures the dead path it keeps instead of passing.
+    pub llgr: bool,
 }

@@ -49,6 +49,21 @@ pub const SCENARIOS: &[(&str, &str, ScenarioFn)] = &[
         failover_silent,
     ),
     (
+        "failover-silent-no-bfd",
+        "a ToR's BFD off for a host, then a silent drop: the host table loses the dead path within the hold time (LLGR off)",
+        crate::bgpfail::failover_silent_no_bfd,
+    ),
+    (
+        "bfd-gate",
+        "a ToR's BFD off, BGP Established: the bfd-up gate fails, doctor and status name the session; BFD on: both pass",
+        crate::bgpfail::bfd_gate,
+    ),
+    (
+        "llgr-doctor",
+        "a host negotiating long-lived graceful restart: doctor reports it (ok when the profile asks, a warning when not)",
+        crate::bgpfail::llgr_doctor,
+    ),
+    (
         "no-table-fight",
         "Calico-role BIRD churns a pod route every second: host table and main never lose a route, underlay apply stays at 0 changes",
         crate::tablefight::no_table_fight,
@@ -254,7 +269,7 @@ pub fn wait_nexthops(
 
 /// How a ToR link fails in a failover scenario.
 #[derive(Clone, Copy)]
-enum Fault {
+pub enum Fault {
     /// `ip link set down` on the ToR end: the host sees its carrier go away.
     LinkDown,
     /// nftables in the ToR namespace drops everything on the link while the
@@ -266,14 +281,14 @@ enum Fault {
 pub const FAULT_TABLE: &str = "ul_lab_fault";
 
 impl Fault {
-    fn describe(self, tor_if: &str) -> String {
+    pub fn describe(self, tor_if: &str) -> String {
         match self {
             Fault::LinkDown => format!("{tor_if} set down"),
             Fault::Silent => format!("{tor_if} silently dropping (carrier up)"),
         }
     }
 
-    fn inject(self, lab: &Lab, tns: &str, tor_if: &str) -> Result<()> {
+    pub fn inject(self, lab: &Lab, tns: &str, tor_if: &str) -> Result<()> {
         match self {
             Fault::LinkDown => cmd::ip(tns, &["link", "set", "dev", tor_if, "down"]).map(|_| ()),
             Fault::Silent => {
@@ -290,7 +305,7 @@ impl Fault {
         }
     }
 
-    fn clear(self, tns: &str, tor_if: &str) -> Result<()> {
+    pub fn clear(self, tns: &str, tor_if: &str) -> Result<()> {
         match self {
             Fault::LinkDown => cmd::ip(tns, &["link", "set", "dev", tor_if, "up"]).map(|_| ()),
             Fault::Silent => {

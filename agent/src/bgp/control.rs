@@ -22,6 +22,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Reply codes used below (BIRD's doc/reply_codes).
 const CODE_WELCOME: u16 = 1;
 const CODE_PROTOCOL_ROW: u16 = 1002;
+const CODE_PROTOCOL_DETAIL: u16 = 1006;
 const CODE_ROUTE_ROW: u16 = 1007;
 const CODE_BFD_ROW: u16 = 1020;
 const CODE_NO_PROTOCOLS_MATCH: u16 = 8003;
@@ -357,6 +358,130 @@ pub fn parse_bfd_sessions(reply: &Reply) -> Vec<BfdSession> {
     out
 }
 
+/// What `show protocols all <bgp protocol>` says about a session: its state and the
+/// capabilities both ends announced (listed only while a connection exists).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BgpDetail {
+    /// `BGP state:` (Established, Active, ...).
+    pub state: String,
+    /// `Neighbor address:` without the `%interface` suffix.
+    pub neighbor_address: Option<String>,
+    pub local_caps: Capabilities,
+    pub neighbor_caps: Capabilities,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    pub graceful_restart: Option<RestartCapability>,
+    pub long_lived_graceful_restart: Option<RestartCapability>,
+}
+
+/// The graceful restart or long-lived graceful restart capability.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestartCapability {
+    /// `Restart time:` (GR) or `LL stale time:` (LLGR), seconds.
+    pub time: Option<u32>,
+    /// `AF supported:`: the families the sender can keep routes for (empty for a speaker that
+    /// is only aware of the capability).
+    pub families: Vec<String>,
+}
+
+impl BgpDetail {
+    /// Whether BIRD would treat an expired hold timer as the neighbour restarting: we announced
+    /// LLGR (aware or on) and the neighbour announced it for some family. BIRD then keeps the
+    /// neighbour's routes for its restart time (and LL stale time) instead of dropping them.
+    pub fn llgr_negotiated(&self) -> bool {
+        self.local_caps.long_lived_graceful_restart.is_some()
+            && self
+                .neighbor_caps
+                .long_lived_graceful_restart
+                .as_ref()
+                .is_some_and(|c| !c.families.is_empty())
+    }
+}
+
+/// Parses the 1006 lines of a `show protocols all` reply for one BGP protocol.
+pub fn parse_bgp_detail(reply: &Reply) -> BgpDetail {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Side {
+        Local,
+        Neighbor,
+    }
+    let mut d = BgpDetail::default();
+    // (side, indent of its header), then the capability being read (its indent).
+    let mut side: Option<(Side, usize)> = None;
+    let mut cap: Option<(bool, usize)> = None;
+    for line in reply.texts(CODE_PROTOCOL_DETAIL) {
+        let indent = line.len() - line.trim_start().len();
+        let text = line.trim();
+        if text.is_empty() {
+            continue;
+        }
+        if side.is_some_and(|(_, i)| indent <= i) {
+            side = None;
+            cap = None;
+        }
+        if cap.is_some_and(|(_, i)| indent <= i) {
+            cap = None;
+        }
+        match text {
+            "Local capabilities" => {
+                side = Some((Side::Local, indent));
+                continue;
+            }
+            "Neighbor capabilities" => {
+                side = Some((Side::Neighbor, indent));
+                continue;
+            }
+            _ => {}
+        }
+        let Some((s, _)) = side else {
+            if let Some(v) = text.strip_prefix("BGP state:") {
+                d.state = v.trim().to_string();
+            } else if let Some(v) = text.strip_prefix("Neighbor address:") {
+                let v = v.trim();
+                d.neighbor_address = Some(v.split('%').next().unwrap_or(v).to_string());
+            }
+            continue;
+        };
+        let caps = match s {
+            Side::Local => &mut d.local_caps,
+            Side::Neighbor => &mut d.neighbor_caps,
+        };
+        match text {
+            "Graceful restart" => {
+                caps.graceful_restart = Some(RestartCapability::default());
+                cap = Some((false, indent));
+                continue;
+            }
+            "Long-lived graceful restart" => {
+                caps.long_lived_graceful_restart = Some(RestartCapability::default());
+                cap = Some((true, indent));
+                continue;
+            }
+            _ => {}
+        }
+        let Some((long_lived, _)) = cap else {
+            continue;
+        };
+        let c = if long_lived {
+            caps.long_lived_graceful_restart.as_mut()
+        } else {
+            caps.graceful_restart.as_mut()
+        };
+        let Some(c) = c else { continue };
+        if let Some(v) = text
+            .strip_prefix("Restart time:")
+            .or_else(|| text.strip_prefix("LL stale time:"))
+        {
+            c.time = v.trim().parse().ok();
+        } else if let Some(v) = text.strip_prefix("AF supported:") {
+            c.families = v.split_whitespace().map(str::to_string).collect();
+        }
+    }
+    d
+}
+
 /// A protocol or table name we are about to splice into a command.
 fn check_symbol(s: &str) -> Result<(), ControlError> {
     let ok = s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
@@ -508,6 +633,19 @@ impl BirdClient {
     /// Networks imported by `protocol` (`show route protocol <p>`), e.g. what a peer sent.
     pub async fn imported_prefixes(&mut self, protocol: &str) -> Result<Vec<IpNet>, ControlError> {
         self.protocol_routes("protocol", protocol).await
+    }
+
+    /// State and negotiated capabilities of one BGP protocol (`show protocols all`).
+    pub async fn bgp_detail(&mut self, name: &str) -> Result<BgpDetail, ControlError> {
+        check_symbol(name)?;
+        let reply = self
+            .command(&format!("show protocols all \"{name}\""))
+            .await
+            .map_err(|e| no_such_protocol(e, name))?;
+        if !parse_protocols(&reply).iter().any(|p| p.name == name) {
+            return Err(ControlError::NoSuchProtocol(name.to_string()));
+        }
+        Ok(parse_bgp_detail(&reply))
     }
 
     /// BFD sessions of every BFD protocol (`show bfd sessions`).
@@ -675,6 +813,43 @@ mod tests {
         assert_eq!(s[0].interface, "dn-b");
         assert_eq!(s[0].state, "Up");
         assert_eq!(s[1].state, "Init");
+    }
+
+    /// `show protocols all tor_a` on the host BIRD (rendered config, GR on, LLGR aware as
+    /// BIRD defaults to) against a ToR with GR and LLGR on, captured from BIRD 2.0.12's socket.
+    const SHOW_PROTOCOLS_ALL_LLGR: &str = "2002-Name       Proto      Table      State  Since         Info\n1002-tor_a      BGP        ---        up     09:53:07.440  Established   \n1006-  BGP state:          Established\n     Neighbor address: 172.30.0.0%bx20633a\n     Neighbor AS:      65001\n     Local AS:         65100\n     Neighbor ID:      10.9.0.2\n     Local capabilities\n       Multiprotocol\n         AF announced: ipv4\n       Route refresh\n       Graceful restart\n         Restart time: 120\n         AF supported: ipv4\n         AF preserved:\n       4-octet AS numbers\n       Enhanced refresh\n       Long-lived graceful restart\n     Neighbor capabilities\n       Multiprotocol\n         AF announced: ipv4\n       Route refresh\n       Graceful restart\n         Restart time: 120\n         AF supported: ipv4\n         AF preserved:\n       4-octet AS numbers\n       Enhanced refresh\n       Long-lived graceful restart\n         LL stale time: 1\n         AF supported: ipv4\n         AF preserved:\n     Session:          external AS4\n     Source address:   172.30.0.1\n     Hold timer:       7.006/9\n     Keepalive timer:  1.166/3\n   Channel ipv4\n     State:          UP\n     Table:          master4\n     BGP Next hop:   172.30.0.1\n \n0000 \n";
+
+    #[test]
+    fn parses_bgp_detail_and_llgr() {
+        let d = parse_bgp_detail(&parse_reply(SHOW_PROTOCOLS_ALL_LLGR).unwrap());
+        assert_eq!(d.state, "Established");
+        assert_eq!(d.neighbor_address.as_deref(), Some("172.30.0.0"));
+        let gr = d.neighbor_caps.graceful_restart.as_ref().unwrap();
+        assert_eq!(gr.time, Some(120));
+        assert_eq!(gr.families, ["ipv4"]);
+        let ll = d
+            .neighbor_caps
+            .long_lived_graceful_restart
+            .as_ref()
+            .unwrap();
+        assert_eq!(ll.time, Some(1));
+        assert_eq!(ll.families, ["ipv4"]);
+        let local_ll = d.local_caps.long_lived_graceful_restart.as_ref().unwrap();
+        assert!(local_ll.families.is_empty(), "aware only: {local_ll:?}");
+        assert!(d.llgr_negotiated());
+        // Our side with `long lived graceful restart off` announces no LLGR capability.
+        let off = SHOW_PROTOCOLS_ALL_LLGR.replacen(
+            "       Long-lived graceful restart\n     Neighbor",
+            "     Neighbor",
+            1,
+        );
+        let d = parse_bgp_detail(&parse_reply(&off).unwrap());
+        assert!(d.local_caps.long_lived_graceful_restart.is_none());
+        assert!(!d.llgr_negotiated());
+        assert_eq!(
+            d.local_caps.graceful_restart.as_ref().unwrap().time,
+            Some(120)
+        );
     }
 
     #[test]

@@ -37,7 +37,8 @@ pub fn two_uplinks_v4() -> BirdParams {
         ],
         timers: BgpTimers::default(),
         bfd: Some(BfdParams::default()),
-        graceful_restart: true,
+        graceful_restart: Some(GracefulRestartParams::default()),
+        log: LogTarget::Syslog,
         pod_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
         calico: None,
     }
@@ -70,7 +71,7 @@ pub fn with_calico() -> BirdParams {
 pub fn bfd_off() -> BirdParams {
     let mut p = two_uplinks_v4();
     p.bfd = None;
-    p.graceful_restart = false;
+    p.graceful_restart = None;
     p
 }
 

@@ -1,16 +1,56 @@
 //! Maps the validated model onto the BIRD template's parameters, once the
 //! uplinks are bound to interfaces.
 
-use super::params::{BfdParams, BgpTimers, BirdParams, BirdUplink, CalicoPeer};
-use crate::desired::{Bgp, Desired};
+use std::path::Path;
+
+use super::params::{
+    BfdParams, BgpTimers, BirdParams, BirdUplink, CalicoPeer, GracefulRestartParams, LogTarget,
+};
+use crate::desired::{Bgp, BirdLog, Desired};
+
+/// Default log file inside `--netns`, where there may be no syslog and no
+/// unit that keeps BIRD's stderr (a logical path, below --root).
+pub const NETNS_LOG_FILE: &str = "/var/log/bird/bird.log";
+
+/// The `log` target for this run. `in_netns`: running inside `--netns`;
+/// `real_path`: maps a logical path onto the one BIRD opens (below --root).
+pub fn log_target(log: &BirdLog, in_netns: bool, real_path: impl Fn(&Path) -> String) -> LogTarget {
+    match log {
+        BirdLog::Syslog => LogTarget::Syslog,
+        BirdLog::Stderr => LogTarget::Stderr,
+        BirdLog::File(p) => LogTarget::File(real_path(p)),
+        BirdLog::Auto if in_netns => LogTarget::File(real_path(Path::new(NETNS_LOG_FILE))),
+        BirdLog::Auto => LogTarget::Syslog,
+    }
+}
+
+/// Directories BIRD needs inside `--netns`, where no unit prepares them
+/// (Debian's bird.service makes /run/bird): the control socket's and the
+/// log file's (logical paths).
+pub fn netns_dirs(bgp: &Bgp) -> Vec<std::path::PathBuf> {
+    let log = match &bgp.log {
+        BirdLog::File(p) => Some(p.clone()),
+        BirdLog::Auto => Some(NETNS_LOG_FILE.into()),
+        BirdLog::Syslog | BirdLog::Stderr => None,
+    };
+    let mut dirs: Vec<std::path::PathBuf> = [Some(bgp.control_socket.clone()), log]
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.parent().map(Path::to_path_buf))
+        .collect();
+    dirs.dedup();
+    dirs
+}
 
 /// `ifnames`: the resolved interface name of each uplink, in profile order;
-/// `passwords`: each uplink's BGP password, read from its password_file.
+/// `passwords`: each uplink's BGP password, read from its password_file;
+/// `log`: from [`log_target`].
 pub fn params(
     d: &Desired,
     bgp: &Bgp,
     ifnames: &[String],
     passwords: &[Option<String>],
+    log: LogTarget,
 ) -> BirdParams {
     BirdParams {
         router_id: d.service_ipv4.addr(),
@@ -45,7 +85,11 @@ pub fn params(
             interval_ms: b.interval_ms,
             multiplier: b.multiplier,
         }),
-        graceful_restart: bgp.graceful_restart,
+        graceful_restart: bgp.graceful_restart.map(|g| GracefulRestartParams {
+            restart_time: g.restart_time,
+            long_lived_stale_time: g.long_lived_stale_time,
+        }),
+        log,
         pod_cidrs: d.pods.cidrs.clone(),
         calico: bgp.calico.map(|c| CalicoPeer {
             local_address: c.host_address,

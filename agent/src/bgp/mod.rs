@@ -4,14 +4,18 @@
 pub mod check;
 pub mod control;
 pub mod from_desired;
+pub mod names;
 pub mod params;
 pub mod render;
 
 pub use check::{parse_check, BirdCheckError, CheckError};
 pub use control::{
-    BfdSession, BgpState, BirdClient, ConfigureOutcome, ControlError, ProtocolStatus, Reply,
+    BfdSession, BgpDetail, BgpState, BirdClient, Capabilities, ConfigureOutcome, ControlError,
+    ProtocolStatus, Reply, RestartCapability,
 };
-pub use params::{BfdParams, BgpTimers, BirdParams, BirdUplink, CalicoPeer};
+pub use params::{
+    BfdParams, BgpTimers, BirdParams, BirdUplink, CalicoPeer, GracefulRestartParams, LogTarget,
+};
 pub use render::{bird_identifier, redact, render, render_with, uplink_sessions, RenderError};
 
 #[cfg(test)]

@@ -1,8 +1,11 @@
 //! Input of the BIRD 2 renderer: plain data, no I/O.
 //!
 //! The engine builds a [`BirdParams`] from its validated `Desired` model; [`crate::bgp::render`]
-//! re-checks only what BIRD itself cannot express (identifiers, quoting) and turns it into a
-//! configuration file.
+//! re-checks only what BIRD's syntax cannot express (identifiers, quoting: the rules of
+//! [`crate::bgp::names`], which the profile validator applies too) and turns it into a
+//! configuration file. Semantic limits (timers, prefix lengths, address families) are the
+//! profile validator's; BIRD's own parser (`bird -p`) checks every rendered file before it is
+//! written.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -30,7 +33,10 @@ pub struct BirdParams {
     pub timers: BgpTimers,
     /// BFD on the uplink sessions; `None` disables it.
     pub bfd: Option<BfdParams>,
-    pub graceful_restart: bool,
+    /// Graceful restart on the uplink sessions; `None`: off.
+    pub graceful_restart: Option<GracefulRestartParams>,
+    /// The `log` statement's target.
+    pub log: LogTarget,
     /// Pod ranges: prefixes inside these (any length) may be learned from Calico and are
     /// announced to the ToRs.
     pub pod_cidrs: Vec<IpNet>,
@@ -79,9 +85,40 @@ impl fmt::Debug for Redacted {
     }
 }
 
+/// Graceful restart as announced to the ToRs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GracefulRestartParams {
+    /// `graceful restart time`: how long a ToR keeps our routes while we restart.
+    pub restart_time: u16,
+    /// `long lived stale time` with LLGR on; `None` renders `long lived graceful restart off`
+    /// (BIRD's default with GR on is `aware`, which lets an expired hold timer count as a
+    /// restart and keeps a dead ToR's routes for its restart time).
+    pub long_lived_stale_time: Option<u32>,
+}
+
+impl Default for GracefulRestartParams {
+    fn default() -> Self {
+        GracefulRestartParams {
+            restart_time: 120,
+            long_lived_stale_time: None,
+        }
+    }
+}
+
+/// Where BIRD logs (`log <target> all;`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum LogTarget {
+    #[default]
+    Syslog,
+    Stderr,
+    /// The path BIRD opens (already below --root); its directory must exist when BIRD starts.
+    File(String),
+}
+
 /// BGP timers in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BgpTimers {
+    /// 0: no hold timer and no keepalives (BIRD then refuses any keepalive time).
     pub hold: u16,
     pub keepalive: u16,
     /// Delay between protocol start and the first connect attempt (BIRD default 5 s, which

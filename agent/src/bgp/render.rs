@@ -13,78 +13,15 @@ use ipnet::IpNet;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde::Serialize;
 
-use crate::bgp::params::{BirdParams, BirdUplink};
+use crate::bgp::names;
+use crate::bgp::params::{BirdParams, BirdUplink, LogTarget};
+
+pub use crate::bgp::names::bird_identifier;
 
 /// File name of the template, embedded and in an override directory.
 pub const TEMPLATE_NAME: &str = "bird.conf.j2";
 
 pub const EMBEDDED_TEMPLATE: &str = include_str!("templates/bird.conf.j2");
-
-/// Names the embedded template gives to its own protocols, tables and filters; an uplink must
-/// not map onto one of them.
-const FIXED_NAMES: &[&str] = &[
-    "device1",
-    "direct_lo",
-    "kernel_host4",
-    "kernel_host6",
-    "bfd1",
-    "tor_export4",
-    "tor_export6",
-    "tor_import4",
-    "tor_import6",
-    "calico",
-    "calico_nh",
-    "calico_igp4",
-    "calico_igp6",
-    "master4",
-    "master6",
-];
-
-/// BIRD keywords that are plausible as logical names; BIRD rejects them as protocol names.
-const KEYWORDS: &[&str] = &[
-    "all",
-    "as",
-    "babel",
-    "bfd",
-    "bgp",
-    "debug",
-    "define",
-    "device",
-    "direct",
-    "else",
-    "export",
-    "false",
-    "filter",
-    "function",
-    "if",
-    "import",
-    "include",
-    "interface",
-    "ipv4",
-    "ipv6",
-    "kernel",
-    "local",
-    "log",
-    "neighbor",
-    "net",
-    "no",
-    "none",
-    "off",
-    "on",
-    "ospf",
-    "pipe",
-    "proto",
-    "protocol",
-    "rip",
-    "router",
-    "source",
-    "static",
-    "table",
-    "template",
-    "then",
-    "true",
-    "yes",
-];
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
@@ -101,39 +38,9 @@ pub enum RenderError {
     },
 }
 
-/// Maps a logical or kernel name onto a BIRD symbol: lower case, `[a-z0-9_]`, not starting
-/// with a digit (`underlay-host` -> `underlay_host`, `1tor` -> `p_1tor`).
-pub fn bird_identifier(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
-        out.insert_str(0, "p_");
-    }
-    out
-}
-
-/// A BIRD name the embedded template or BIRD itself claims (validation refuses uplinks
-/// that map onto one, with the profile's line and column).
-pub fn reserved_identifier(id: &str) -> bool {
-    FIXED_NAMES.contains(&id) || KEYWORDS.contains(&id)
-}
-
 /// BIRD protocol name of an uplink's session for one family: `tor_a` (IPv4), `tor_a_v6`.
 pub fn session_name(uplink: &BirdUplink, v6: bool) -> String {
-    let base = bird_identifier(&uplink.name);
-    if v6 {
-        format!("{base}_v6")
-    } else {
-        base
-    }
+    names::session_name(&uplink.name, v6)
 }
 
 /// BIRD protocol name of the Calico session.
@@ -216,7 +123,9 @@ struct Context {
     sessions: Vec<Session>,
     timers: Timers,
     bfd: Option<Bfd>,
-    graceful_restart: bool,
+    graceful_restart: Option<GracefulRestart>,
+    /// The `log` statement's target: `syslog`, `stderr` or a quoted path.
+    log: String,
     pod_set4: Option<String>,
     pod_set6: Option<String>,
     calico: Option<Calico>,
@@ -242,6 +151,12 @@ struct Timers {
     connect_retry: u16,
     error_wait_min: u16,
     error_wait_max: u16,
+}
+
+#[derive(Serialize)]
+struct GracefulRestart {
+    restart_time: u16,
+    long_lived_stale_time: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -279,13 +194,14 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> RenderError {
 
 /// A value BIRD reads between double quotes: its lexer has no escapes.
 fn quotable(field: &str, s: &str) -> Result<(), RenderError> {
-    if s.is_empty() || s.contains(['"', '\n', '\r', '\0']) {
-        return Err(invalid(
+    if names::quotable(s) {
+        Ok(())
+    } else {
+        Err(invalid(
             field,
             "must be non-empty and contain no double quote or line break",
-        ));
+        ))
     }
-    Ok(())
 }
 
 fn sessions(p: &BirdParams) -> Vec<Session> {
@@ -346,53 +262,13 @@ fn prefix_set(nets: &[IpNet], v6: bool) -> Option<String> {
     (!items.is_empty()).then(|| format!("[ {} ]", items.join(", ")))
 }
 
+/// Only what BIRD's syntax cannot express: symbols derived from names (the
+/// rules of [`names`], which the profile validator applies to the same
+/// names) and values BIRD reads between quotes. From a validated profile
+/// only a kernel-resolved interface name (a NIC matched by MAC) or a password
+/// file's content can still fail here. Semantic limits are the profile's, and
+/// `bird -p` checks every rendered file before it is written.
 fn validate(p: &BirdParams) -> Result<(), RenderError> {
-    if p.service_ipv4.prefix_len() != 32 {
-        return Err(invalid("service_ipv4", "must be a /32"));
-    }
-    if let Some(v6) = p.service_ipv6 {
-        if v6.prefix_len() != 128 {
-            return Err(invalid("service_ipv6", "must be a /128"));
-        }
-    }
-    if matches!(p.host_table_id, 0 | 253..=255) {
-        return Err(invalid(
-            "host_table_id",
-            format!(
-                "{} is reserved (0 unspec, 253 default, 254 main, 255 local)",
-                p.host_table_id
-            ),
-        ));
-    }
-    if p.local_asn == 0 {
-        return Err(invalid("local_asn", "must not be 0"));
-    }
-    let t = p.timers;
-    if t.hold < 3 || t.keepalive == 0 || t.keepalive >= t.hold {
-        return Err(invalid(
-            "timers",
-            format!(
-                "need hold >= 3 and 0 < keepalive < hold (got hold {}, keepalive {})",
-                t.hold, t.keepalive
-            ),
-        ));
-    }
-    if t.connect_retry == 0 || t.error_wait_min == 0 || t.error_wait_min > t.error_wait_max {
-        return Err(invalid(
-            "timers",
-            "need connect_retry > 0 and 0 < error_wait_min <= error_wait_max",
-        ));
-    }
-    if let Some(b) = p.bfd {
-        if b.interval_ms == 0 || b.multiplier == 0 {
-            return Err(invalid("bfd", "interval_ms and multiplier must be > 0"));
-        }
-    }
-    if p.uplinks.is_empty() {
-        return Err(invalid("uplinks", "at least one uplink is needed"));
-    }
-    let table = bird_identifier(&p.host_table_name);
-    let mut seen = BTreeSet::from([format!("{table}4"), format!("{table}6")]);
     for (i, u) in p.uplinks.iter().enumerate() {
         let field = |f: &str| format!("uplinks[{i}] ({}).{f}", u.name);
         quotable(&field("name"), &u.name)?;
@@ -400,73 +276,34 @@ fn validate(p: &BirdParams) -> Result<(), RenderError> {
         if let Some(pw) = &u.password {
             quotable(&field("password"), pw)?;
         }
-        if u.peer_asn == 0 {
-            return Err(invalid(field("peer_asn"), "must not be 0"));
-        }
-        if u.peer_v4.is_none() && u.peer_v6.is_none() {
-            return Err(invalid(field("peer_v4"), "an uplink needs a peer address"));
-        }
-        if u.peer_v6.is_some() && p.service_ipv6.is_none() {
-            return Err(invalid(
-                field("peer_v6"),
-                "an IPv6 session needs service_ipv6 (the source of IPv6 host routes)",
-            ));
-        }
-        let id = bird_identifier(&u.name);
-        if reserved_identifier(&id) {
-            return Err(invalid(
-                field("name"),
-                format!("maps to BIRD name {id}, which is reserved; choose another name"),
-            ));
-        }
-        if !seen.insert(id.clone()) {
-            return Err(invalid(
-                field("name"),
-                format!(
-                    "maps to BIRD name {id}, which another uplink or the host table already uses"
-                ),
-            ));
-        }
     }
-    for s in sessions(p) {
-        if !seen.insert(s.name.clone()) && s.family == "ipv6" {
-            return Err(invalid(
-                "uplinks",
-                format!("IPv6 session name {} collides with an uplink name", s.name),
-            ));
-        }
+    if let LogTarget::File(path) = &p.log {
+        quotable("log", path)?;
     }
-    if let Some(c) = &p.calico {
-        if c.local_address.is_ipv4() != c.peer_address.is_ipv4() {
-            return Err(invalid(
-                "calico",
-                "local_address and peer_address must be of one family",
-            ));
-        }
-        if c.local_address == c.peer_address {
-            return Err(invalid(
-                "calico",
-                "local_address and peer_address must differ (BIRD rejects a next hop equal to the neighbour's address)",
-            ));
-        }
-        if c.peer_asn == 0 {
-            return Err(invalid("calico.peer_asn", "must not be 0"));
-        }
-        if c.local_address.is_ipv6() && p.service_ipv6.is_none() {
-            return Err(invalid(
-                "calico",
-                "an IPv6 Calico session needs service_ipv6",
-            ));
-        }
+    let v6 = p.service_ipv6.is_some();
+    let uplinks: Vec<names::UplinkNames> = p
+        .uplinks
+        .iter()
+        .map(|u| names::UplinkNames {
+            name: &u.name,
+            v4: u.peer_v4.is_some(),
+            v6: v6 && u.peer_v6.is_some(),
+        })
+        .collect();
+    if let Some(problem) = names::check(&p.host_table_name, &uplinks).first() {
+        let field = match problem.uplink() {
+            Some(i) => format!("uplinks[{i}] ({}).name", p.uplinks[i].name),
+            None => "host_table_name".to_string(),
+        };
+        return Err(invalid(field, problem.message(&uplinks)));
     }
     Ok(())
 }
 
 fn context(p: &BirdParams) -> Result<Context, RenderError> {
     validate(p)?;
-    let table = bird_identifier(&p.host_table_name);
-    let table4 = format!("{table}4");
-    let table6 = p.service_ipv6.map(|_| format!("{table}6"));
+    let [table4, table6] = names::table_names(&p.host_table_name);
+    let table6 = p.service_ipv6.map(|_| table6);
     let sessions = sessions(p);
     let uplink_match4 = proto_match(&sessions, "ipv4");
     let uplink_match6 = proto_match(&sessions, "ipv6");
@@ -543,7 +380,15 @@ fn context(p: &BirdParams) -> Result<Context, RenderError> {
             error_wait_max: p.timers.error_wait_max,
         },
         bfd,
-        graceful_restart: p.graceful_restart,
+        graceful_restart: p.graceful_restart.map(|g| GracefulRestart {
+            restart_time: g.restart_time,
+            long_lived_stale_time: g.long_lived_stale_time,
+        }),
+        log: match &p.log {
+            LogTarget::Syslog => "syslog".to_string(),
+            LogTarget::Stderr => "stderr".to_string(),
+            LogTarget::File(path) => format!("\"{path}\""),
+        },
         pod_set4,
         pod_set6,
         calico,
@@ -639,15 +484,10 @@ mod tests {
             ("name", |p| p.uplinks[1].name = "tor_a".into()),
             ("name", |p| p.uplinks[1].name = "kernel".into()),
             ("name", |p| p.uplinks[1].name = "underlay-host4".into()),
-            ("host_table_id", |p| p.host_table_id = 254),
-            ("service_ipv4", |p| {
-                p.service_ipv4 = "10.9.0.0/24".parse().unwrap()
-            }),
-            ("peer_v6", |p| {
-                p.uplinks[0].peer_v6 = Some("fe80::1".parse().unwrap())
-            }),
-            ("timers", |p| p.timers.keepalive = 9),
-            ("uplinks", |p| p.uplinks.clear()),
+            ("name", |p| p.uplinks[0].name = "hold".into()),
+            ("ifname", |p| p.uplinks[0].ifname = "a\"b".into()),
+            ("log", |p| p.log = LogTarget::File("/var/log/a\"b".into())),
+            ("host_table_name", |p| p.host_table_name = "as".into()),
         ];
         for (field, edit) in cases {
             let mut p = fixtures::with_calico();
@@ -659,6 +499,38 @@ mod tests {
                 other => panic!("{field}: expected Invalid, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn hold_time_zero_renders_no_keepalive() {
+        let mut p = fixtures::with_calico();
+        p.timers.hold = 0;
+        p.timers.keepalive = 0;
+        let text = render(&p, None).unwrap();
+        assert!(text.contains("  hold time 0;\n"), "{text}");
+        assert!(!text.contains("keepalive time"), "{text}");
+    }
+
+    #[test]
+    fn llgr_off_unless_asked_and_log_rendered() {
+        let p = fixtures::two_uplinks_v4();
+        let text = render(&p, None).unwrap();
+        assert_eq!(text.matches("long lived graceful restart off;").count(), 2);
+        assert_eq!(text.matches("graceful restart time 120;").count(), 2);
+        assert!(text.contains("\nlog syslog all;\n"), "{text}");
+        let mut p = fixtures::two_uplinks_v4();
+        p.graceful_restart = Some(crate::bgp::params::GracefulRestartParams {
+            restart_time: 60,
+            long_lived_stale_time: Some(30),
+        });
+        p.log = LogTarget::File("/tmp/x/var/log/bird/bird.log".into());
+        let text = render(&p, None).unwrap();
+        assert_eq!(text.matches("long lived graceful restart on;").count(), 2);
+        assert_eq!(text.matches("long lived stale time 30;").count(), 2);
+        assert!(text.contains("log \"/tmp/x/var/log/bird/bird.log\" all;"));
+        let text = render(&fixtures::bfd_off(), None).unwrap();
+        assert_eq!(text.matches("  graceful restart off;").count(), 2);
+        assert!(!text.contains("graceful restart time"));
     }
 
     #[test]

@@ -77,6 +77,7 @@ pub fn run(
         netns: c.netns.as_deref(),
         total_ms: converge_ms,
     };
+    let bird_command = bird_command(c, &desired, &mut sys);
     if c.json {
         let mut doc = Document::of_report(&report, &ctx, outcome.as_ref(), code);
         if let Some(r) = &joined {
@@ -86,14 +87,32 @@ pub fn run(
         doc.msg.push_str(&sources.msg_suffix());
         doc.sources = sources.docs();
         doc.watch = watch;
+        doc.bird_command = bird_command.map(|b| b.command);
         println!("{}", serde_json::to_string(&doc).unwrap_or_default());
     } else {
         print!("{}", report::human(&report, &ctx, c.verbose > 0));
         for note in sources.cache_notes() {
             println!("note: {note}");
         }
+        if let Some(b) = bird_command.filter(|_| mode == Mode::Apply) {
+            if b.running {
+                println!("BIRD answers on {}; started with: {}", b.socket, b.command);
+            } else {
+                println!(
+                    "BIRD is not running; inside --netns nothing supervises it, start it with:\n  {}",
+                    b.command
+                );
+            }
+        }
         if let Some(g) = &outcome {
-            print!("{}", report::gates_human(g));
+            let waited = mode != Mode::Status;
+            print!("{}", report::gates_human(g, waited));
+            if waited {
+                print!(
+                    "{}",
+                    report::totals_human(converge_ms, g.elapsed_ms, ms(started))
+                );
+            }
         }
         if let Some(r) = &joined {
             print!("{}", super::join::human(r));
@@ -151,6 +170,26 @@ impl gates::Pause for EventPause {
             Err(_) => std::thread::sleep(max.min(Duration::from_millis(100))),
         }
     }
+}
+
+struct BirdCommand {
+    command: String,
+    socket: String,
+    running: bool,
+}
+
+/// Inside --netns the caller runs BIRD: the exact command, with the paths
+/// below --root that the agent wrote and that gates read.
+fn bird_command(c: &Common, d: &Desired, sys: &mut dyn System) -> Option<BirdCommand> {
+    c.netns.as_ref()?;
+    let bgp = d.bgp.as_ref()?;
+    let config = sys.real_path(&bgp.config_path).display().to_string();
+    let socket = sys.real_path(&bgp.control_socket).display().to_string();
+    Some(BirdCommand {
+        command: format!("bird -c {config} -s {socket}"),
+        running: sys.bird_protocols(&bgp.control_socket).is_ok(),
+        socket,
+    })
 }
 
 pub(super) fn ms(since: Instant) -> f64 {

@@ -254,7 +254,7 @@ pub fn run(a: &JoinArgs) -> Result<ExitCode, Failed> {
     } else {
         print!("{}", report::human(&report, &ctx, c.verbose > 0));
         if let Some(g) = &outcome {
-            print!("{}", report::gates_human(g));
+            print!("{}", report::gates_human(g, true));
         }
         print!("{}", human(&r));
     }

@@ -68,11 +68,16 @@ pub struct Bgp {
     pub config_owner: FileOwner,
     pub control_socket: std::path::PathBuf,
     pub templates_dir: std::path::PathBuf,
+    /// Seconds; 0 is no hold timer (then `keepalive` is 0 too and BFD is on:
+    /// validation refuses a session that could never notice a dead peer).
     pub hold_time: u16,
     pub keepalive: u16,
     pub connect_retry: u16,
-    pub graceful_restart: bool,
+    /// Graceful restart on the uplink sessions; `None`: off.
+    pub graceful_restart: Option<GracefulRestart>,
     pub bfd: Option<Bfd>,
+    /// Where the host BIRD logs.
+    pub log: BirdLog,
     pub calico: Option<CalicoPeer>,
     /// Readiness: next hops the host table's default needs.
     pub min_paths: u32,
@@ -97,6 +102,28 @@ impl FileOwner {
             mode: 0o640,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GracefulRestart {
+    /// What we announce: how long a ToR keeps our routes while our BIRD restarts.
+    pub restart_time: u16,
+    /// Long-lived graceful restart with the stale time we announce; `None`:
+    /// off, so a session whose hold timer expires is torn down instead of
+    /// being treated as a restart (which keeps a dead ToR's routes for its
+    /// restart time).
+    pub long_lived_stale_time: Option<u32>,
+}
+
+/// The host BIRD's `log` statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BirdLog {
+    /// Not set in the profile: syslog on a host, a file below --root inside --netns.
+    Auto,
+    Syslog,
+    Stderr,
+    /// A logical path (below --root).
+    File(std::path::PathBuf),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

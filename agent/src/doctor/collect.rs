@@ -16,7 +16,7 @@ use rtnetlink::packet_route::link::{InfoData, InfoVxlan, LinkAttribute, LinkInfo
 use super::checks::{KUBELET_FILES, NETWORKD_CONF, NETWORKD_CONF_D};
 use super::parse;
 use super::snapshot::{
-    Address, BirdProcess, BirdSessions, Expect, ExpectedUplink, Link, Listener, Snapshot,
+    Address, BirdProcess, BirdSessions, Expect, ExpectedUplink, Link, Listener, Snapshot, TorPeer,
 };
 use super::DoctorOptions;
 use crate::desired::{Desired, Family};
@@ -102,10 +102,20 @@ pub fn collect(opts: &DoctorOptions) -> (Snapshot, Option<Expect>) {
             );
         }
         if let Some(sock) = &e.bird_socket {
+            let protocols = sys.bird_protocols(sock).map_err(|e| e.to_string());
+            if protocols.is_ok() {
+                if e.bfd_detect_ms.is_some() {
+                    s.bfd_sessions = Some(sys.bird_bfd_sessions(sock).map_err(|e| e.to_string()));
+                }
+                for p in &e.tor_sessions {
+                    let d = sys.bird_bgp_detail(sock, p).map_err(|e| e.to_string());
+                    s.bgp_details.push((p.clone(), d));
+                }
+            }
             s.bird_sessions.push(BirdSessions {
                 socket: under_root(&opts.root, sock),
                 owner: "profile".into(),
-                protocols: sys.bird_protocols(sock).map_err(|e| e.to_string()),
+                protocols,
             });
         }
     }
@@ -150,6 +160,17 @@ fn expect_of(d: &Desired, sys: Option<&mut LinuxSystem>, links: &[ObservedLink])
             .into_iter()
             .collect(),
         transit_global_intended: d.nat.mode != NatMode::ScopeLink,
+        bfd_detect_ms: d
+            .bgp
+            .as_ref()
+            .and_then(|b| b.bfd)
+            .map(|b| b.interval_ms * u32::from(b.multiplier)),
+        hold_time: d.bgp.as_ref().map(|b| b.hold_time),
+        llgr_intended: d
+            .bgp
+            .as_ref()
+            .and_then(|b| b.graceful_restart)
+            .is_some_and(|g| g.long_lived_stale_time.is_some()),
         ..Expect::default()
     };
     let inputs = match sys {
@@ -177,6 +198,19 @@ fn expect_of(d: &Desired, sys: Option<&mut LinuxSystem>, links: &[ObservedLink])
                 .bird
                 .iter()
                 .flat_map(|b| b.sessions.iter().flat_map(|(_, p)| p.clone()))
+                .collect();
+            // The gates pair each session with its ToR address; so do the checks.
+            e.tor_peers = crate::gates::spec(d, &t, None)
+                .uplinks
+                .iter()
+                .flat_map(|u| {
+                    u.protocols.iter().zip(&u.peers).map(|(p, peer)| TorPeer {
+                        protocol: p.clone(),
+                        uplink: u.name.clone(),
+                        peer: *peer,
+                        ifname: u.ifname.clone(),
+                    })
+                })
                 .collect();
         }
         Err(err) => e.resolve_error = Some(err.to_string()),

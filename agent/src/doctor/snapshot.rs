@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 
+use crate::bgp::{BfdSession, BgpDetail};
 use crate::observed::{NextHop, Scope};
 use crate::system::BirdProtocol;
 
@@ -38,6 +39,10 @@ pub struct Snapshot {
     pub host_nexthops: Option<Result<Vec<NextHop>, String>>,
     /// `show protocols` per BIRD control socket.
     pub bird_sessions: Vec<BirdSessions>,
+    /// `show bfd sessions` of the profile's BIRD (profile with BFD only).
+    pub bfd_sessions: Option<Result<Vec<BfdSession>, String>>,
+    /// `show protocols all <name>` of each ToR session of the profile's BIRD.
+    pub bgp_details: Vec<(String, Result<BgpDetail, String>)>,
     /// What could not be collected.
     pub notes: Vec<String>,
 }
@@ -98,6 +103,15 @@ pub struct Expect {
     pub host_table: Option<(u32, u32)>,
     /// BIRD protocol names of the ToR sessions.
     pub tor_sessions: Vec<String>,
+    /// Each ToR session with the ToR's address and our interface.
+    pub tor_peers: Vec<TorPeer>,
+    /// BFD detection time the profile asks for (interval × multiplier, ms);
+    /// `None`: BFD disabled.
+    pub bfd_detect_ms: Option<u32>,
+    /// The profile's BGP hold time (s).
+    pub hold_time: Option<u16>,
+    /// `bgp.long_lived_graceful_restart = true`: LLGR on the uplinks is intended.
+    pub llgr_intended: bool,
     /// The profile's control socket (logical path).
     pub bird_socket: Option<PathBuf>,
     /// Extra BGP ports (Calico's BIRD port).
@@ -106,6 +120,16 @@ pub struct Expect {
     pub transit_global_intended: bool,
     /// NIC resolution failed (a missing NIC): reported as a failure.
     pub resolve_error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TorPeer {
+    /// BIRD protocol name (`tor_a`).
+    pub protocol: String,
+    /// Logical uplink name (`tor-a`).
+    pub uplink: String,
+    pub peer: IpAddr,
+    pub ifname: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

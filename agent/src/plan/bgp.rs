@@ -28,6 +28,7 @@ pub fn plan_bgp(t: &Target, o: &Observed) -> Vec<Item> {
         path: b.config_path.clone(),
         owner: b.owner.clone(),
         content: b.content.clone(),
+        dirs: b.dirs.clone(),
     }];
     let mut after = summary(&b.content);
     if o.bird_running {

@@ -118,11 +118,14 @@ pub fn inverse(op: &Op, before: &Observed) -> Result<Vec<Op>, InverseError> {
         // The old config goes back and, if BIRD was running, is reloaded:
         // the reload belongs to the restore, so the op's own reload undoes
         // to nothing.
-        Op::WriteBirdConfig { path, owner, .. } => {
+        Op::WriteBirdConfig {
+            path, owner, dirs, ..
+        } => {
             let mut ops = match before.files.get(path) {
                 Some(Some(content)) => vec![Op::WriteBirdConfig {
                     path: path.clone(),
                     owner: owner.clone(),
+                    dirs: dirs.clone(),
                     content: content.clone(),
                 }],
                 Some(None) => vec![Op::RemoveFile { path: path.clone() }],

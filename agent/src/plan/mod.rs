@@ -71,6 +71,10 @@ pub enum Op {
         owner: crate::desired::FileOwner,
         #[serde(skip)]
         content: String,
+        /// Directories BIRD needs to start (logical), created first: inside
+        /// --netns the control socket's and the log file's, which no unit
+        /// prepares there.
+        dirs: Vec<PathBuf>,
     },
     /// `configure` over the control socket.
     ReloadBird {

@@ -40,6 +40,8 @@ pub struct BirdTarget {
     pub content: String,
     /// BGP sessions to the ToRs (BIRD protocol names), per uplink in order.
     pub sessions: Vec<(String, Vec<String>)>,
+    /// Directories BIRD needs (logical), see [`super::Op::WriteBirdConfig`].
+    pub dirs: Vec<PathBuf>,
 }
 
 impl std::fmt::Debug for BirdTarget {
@@ -49,6 +51,7 @@ impl std::fmt::Debug for BirdTarget {
             .field("socket", &self.socket)
             .field("content", &format_args!("<{} bytes>", self.content.len()))
             .field("sessions", &self.sessions)
+            .field("dirs", &self.dirs)
             .finish()
     }
 }
@@ -67,6 +70,10 @@ pub struct BgpInputs {
     pub template: Option<Template>,
     /// Per uplink, in profile order: the password from its password_file.
     pub passwords: Vec<Option<String>>,
+    /// The `log` target, resolved for this run (`--netns`, `--root`).
+    pub log: crate::bgp::LogTarget,
+    /// Directories BIRD needs, created with its config (logical paths).
+    pub bird_dirs: Vec<PathBuf>,
 }
 
 impl std::fmt::Debug for BgpInputs {
@@ -77,6 +84,8 @@ impl std::fmt::Debug for BgpInputs {
                 "passwords",
                 &format_args!("<{} redacted>", self.passwords.iter().flatten().count()),
             )
+            .field("log", &self.log)
+            .field("bird_dirs", &self.bird_dirs)
             .finish()
     }
 }
@@ -276,7 +285,8 @@ pub fn resolve(
         let ifnames: Vec<String> = t.uplinks().iter().map(|l| l.ifname.clone()).collect();
         let mut passwords = inputs.passwords.clone();
         passwords.resize(d.uplinks.len(), None);
-        let params = crate::bgp::from_desired::params(d, bgp, &ifnames, &passwords);
+        let params =
+            crate::bgp::from_desired::params(d, bgp, &ifnames, &passwords, inputs.log.clone());
         let template = inputs.template.as_ref();
         let content = crate::bgp::render_with(
             &params,
@@ -303,6 +313,7 @@ pub fn resolve(
             socket: bgp.control_socket.clone(),
             content,
             sessions,
+            dirs: inputs.bird_dirs.clone(),
         });
     }
     Ok(t)

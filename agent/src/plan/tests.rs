@@ -526,3 +526,56 @@ fn exit_codes() {
         );
     }
 }
+
+#[test]
+fn bird_logs_to_syslog_on_a_host_and_to_a_file_below_root_in_netns() {
+    let mut f = fresh();
+    engine::run(&mut f, &desired(HOST), Mode::Apply).unwrap();
+    let conf = &f.files[&PathBuf::from("/etc/bird/bird.conf")];
+    assert!(conf.contains("\nlog syslog all;\n"), "{conf}");
+    assert!(
+        f.dirs.is_empty(),
+        "a host's units prepare BIRD's directories"
+    );
+
+    let mut f = fresh();
+    f.in_netns = true;
+    f.root = Some(PathBuf::from("/tmp/try"));
+    engine::run(&mut f, &desired(HOST), Mode::Apply).unwrap();
+    let conf = &f.files[&PathBuf::from("/etc/bird/bird.conf")];
+    assert!(
+        conf.contains("\nlog \"/tmp/try/var/log/bird/bird.log\" all;\n"),
+        "{conf}"
+    );
+    assert_eq!(
+        f.dirs,
+        [PathBuf::from("/run/bird"), PathBuf::from("/var/log/bird")],
+        "inside --netns the config write makes the socket and log directories"
+    );
+}
+
+#[test]
+fn a_password_bird_cannot_quote_is_refused_before_any_change() {
+    let host = HOST.replacen(
+        "peer_asn = 65001",
+        "peer_asn = 65001\npassword_file = \"/etc/underlay/secrets/tor-a\"",
+        1,
+    );
+    for bad in ["a\"b\n", "\n", "two\nlines\n"] {
+        let mut f = fresh();
+        f.files
+            .insert(PathBuf::from("/etc/underlay/secrets/tor-a"), bad.into());
+        let err = engine::run(&mut f, &desired(&host), Mode::Apply)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("uplink 'tor-a': password_file /etc/underlay/secrets/tor-a"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("a\"b"),
+            "the secret never reaches the error: {err}"
+        );
+        assert!(f.applied.is_empty());
+    }
+}

@@ -3,9 +3,10 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use super::input::BgpInput;
+use super::input::{BgpInput, HostInput};
 use super::{Problem, Source};
-use crate::desired::{Asn, Bfd, Bgp, CalicoPeer, Table, TableId};
+use crate::bgp::names;
+use crate::desired::{Bfd, Bgp, BirdLog, CalicoPeer, GracefulRestart, Table, TableId};
 
 pub const DEFAULT_CONFIG: &str = "/etc/bird/bird.conf";
 pub const DEFAULT_SOCKET: &str = "/run/bird/bird.ctl";
@@ -62,14 +63,24 @@ fn owner(
     o
 }
 
+/// BIRD's limits on what we announce: the graceful restart capability's
+/// restart time is 12 bits, the long-lived stale time 24 bits (BIRD 2.0.12
+/// accepts larger values and sends them truncated).
+const GR_TIME_MAX: u32 = 4095;
+const LLGR_STALE_MAX: u32 = 16_777_215;
+
+/// `host_src`/`host`: the host facts, whose uplink and NIC names end up in
+/// BIRD's config; `uplinks`: how many uplinks validated.
 pub(super) fn validate(
     src: &Source,
     b: &BgpInput,
     tables: &[Table],
-    host_asn: Asn,
+    host_src: &Source,
+    host: &HostInput,
     uplinks: usize,
     p: &mut Vec<Problem>,
 ) -> Option<Bgp> {
+    let host_asn = host.asn;
     let before = p.len();
     let name = b.host_table.get_ref();
     let host_table = tables.iter().find(|t| &t.name == name).cloned();
@@ -110,32 +121,54 @@ pub(super) fn validate(
         &b.hold_time,
         9,
         |v| v == 0 || v >= 3,
-        "0 or 3–65535 seconds",
+        "0 (no hold timer) or 3–65535 seconds",
         p,
     );
-    let keepalive = num(
-        "bgp.keepalive",
-        &b.keepalive,
-        3,
-        |v| v >= 1,
-        "1 or more seconds",
-        p,
-    );
-    if hold_time != 0 && keepalive >= hold_time {
-        if let Some(k) = &b.keepalive {
+    let bfd_on = b.bfd.as_ref().is_none_or(|f| f.enabled);
+    let keepalive = if hold_time == 0 {
+        // BIRD sends no keepalives without a hold timer and refuses any
+        // keepalive time then; only BFD can notice a dead peer.
+        if let Some(k) = b.keepalive.as_ref().filter(|k| *k.get_ref() != 0) {
+            // Named at the hold time: that is the value that rules keepalives out.
+            let span = b.hold_time.as_ref().map_or_else(|| k.span(), |h| h.span());
+            p.push(src.problem(
+                "bgp.hold_time",
+                &span,
+                format!(
+                    "found 0 (no hold timer) with keepalive = {}, expected a hold time of 3 or more, or no keepalive (BIRD refuses keepalives without a hold timer); remove bgp.keepalive or set a hold time",
+                    k.get_ref()
+                ),
+            ));
+        }
+        if !bfd_on {
+            let span = b.hold_time.as_ref().map_or(0..0, |h| h.span());
+            p.push(src.problem(
+                "bgp.hold_time",
+                &span,
+                "found 0 (no hold timer) with BFD disabled: nothing would ever notice a dead ToR; enable [bgp.bfd] or set a hold time such as 9",
+            ));
+        }
+        0
+    } else {
+        // Unset: a third of the hold time, as BIRD and RFC 4271 suggest.
+        let default = (hold_time / 3).max(1);
+        let keepalive = num(
+            "bgp.keepalive",
+            &b.keepalive,
+            default,
+            |v| v >= 1,
+            "1 or more seconds",
+            p,
+        );
+        if let Some(k) = b.keepalive.as_ref().filter(|_| keepalive >= hold_time) {
             p.push(src.problem(
                 "bgp.keepalive",
                 &k.span(),
                 format!("found {keepalive}, expected less than hold_time ({hold_time}), typically a third of it"),
             ));
-        } else if let Some(h) = &b.hold_time {
-            p.push(src.problem(
-                "bgp.hold_time",
-                &h.span(),
-                format!("found {hold_time}, expected more than keepalive ({keepalive} by default); set keepalive too, e.g. keepalive = 1"),
-            ));
         }
-    }
+        keepalive
+    };
     let connect_retry = num(
         "bgp.connect_retry",
         &b.connect_retry,
@@ -190,6 +223,20 @@ pub(super) fn validate(
                 .as_ref()
                 .and_then(|c| c.calico_address.as_ref())
                 .map_or(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), |a| *a.get_ref());
+            // Mixed families are refused where the Calico section is read.
+            if host_address.is_ipv6() && host.service_ipv6.is_none() {
+                let span = c
+                    .as_ref()
+                    .and_then(|c| c.host_address.as_ref().or(c.calico_address.as_ref()))
+                    .map_or(0..0, |a| a.span());
+                p.push(src.problem(
+                    "bgp.calico.host_address",
+                    &span,
+                    format!(
+                        "found {host_address}: an IPv6 Calico session needs the host's service_ipv6 (the next hop of the pod routes it learns); add service_ipv6 or use IPv4 addresses"
+                    ),
+                ));
+            }
             if host_address == calico_address {
                 let span = c
                     .as_ref()
@@ -286,6 +333,9 @@ pub(super) fn validate(
     );
 
     let config_owner = owner(src, b.config_owner.as_ref(), p);
+    let graceful_restart = graceful_restart(src, b, p);
+    let log = log(src, b, p);
+    names_in_bird(src, b, host_src, host, p);
 
     if p.len() != before {
         return None;
@@ -299,10 +349,146 @@ pub(super) fn validate(
         hold_time,
         keepalive,
         connect_retry,
-        graceful_restart: b.graceful_restart.unwrap_or(true),
+        graceful_restart,
         bfd,
+        log,
         calico,
         min_paths,
         timeout_s,
     })
+}
+
+fn graceful_restart(src: &Source, b: &BgpInput, p: &mut Vec<Problem>) -> Option<GracefulRestart> {
+    let on = b.graceful_restart.as_ref().is_none_or(|g| *g.get_ref());
+    let llgr = b.long_lived_graceful_restart.as_ref();
+    let llgr_on = llgr.is_some_and(|l| *l.get_ref());
+    let restart_time = match &b.graceful_restart_time {
+        Some(t) if !(1..=GR_TIME_MAX).contains(t.get_ref()) => {
+            p.push(src.problem(
+                "bgp.graceful_restart_time",
+                &t.span(),
+                format!(
+                    "found {}, expected 1–{GR_TIME_MAX} seconds (the graceful restart capability's restart time is 12 bits); 120 is usual",
+                    t.get_ref()
+                ),
+            ));
+            120
+        }
+        Some(t) => *t.get_ref() as u16,
+        None => 120,
+    };
+    let stale = match &b.long_lived_stale_time {
+        Some(s) if !(1..=LLGR_STALE_MAX).contains(s.get_ref()) => {
+            p.push(src.problem(
+                "bgp.long_lived_stale_time",
+                &s.span(),
+                format!(
+                    "found {}, expected 1–{LLGR_STALE_MAX} seconds (24 bits in the capability)",
+                    s.get_ref()
+                ),
+            ));
+            3600
+        }
+        Some(s) => *s.get_ref(),
+        None => 3600,
+    };
+    if !on {
+        if let Some(l) = llgr.filter(|_| llgr_on) {
+            p.push(src.problem(
+                "bgp.long_lived_graceful_restart",
+                &l.span(),
+                "found true with graceful_restart = false: long-lived graceful restart extends graceful restart; enable graceful_restart or drop this key",
+            ));
+        }
+        if let Some(t) = &b.graceful_restart_time {
+            p.push(src.problem(
+                "bgp.graceful_restart_time",
+                &t.span(),
+                "has no effect with graceful_restart = false; drop it or enable graceful_restart",
+            ));
+        }
+        return None;
+    }
+    if !llgr_on {
+        if let Some(s) = &b.long_lived_stale_time {
+            p.push(src.problem(
+                "bgp.long_lived_stale_time",
+                &s.span(),
+                "has no effect unless long_lived_graceful_restart = true; drop it, or enable LLGR knowing that a ToR whose hold timer expires then keeps its routes for its restart time",
+            ));
+        }
+    }
+    Some(GracefulRestart {
+        restart_time,
+        long_lived_stale_time: llgr_on.then_some(stale),
+    })
+}
+
+fn log(src: &Source, b: &BgpInput, p: &mut Vec<Problem>) -> BirdLog {
+    let Some(l) = &b.log else {
+        return BirdLog::Auto;
+    };
+    match l.get_ref().as_str() {
+        "syslog" => BirdLog::Syslog,
+        "stderr" => BirdLog::Stderr,
+        path if path.starts_with('/') && names::quotable(path) && !path.ends_with('/') => {
+            BirdLog::File(path.into())
+        }
+        other => {
+            p.push(src.problem(
+                "bgp.log",
+                &l.span(),
+                format!(
+                    "found '{}', expected \"syslog\", \"stderr\" or an absolute file path (below --root, no '\"'), e.g. /var/log/bird/bird.log",
+                    other.escape_debug()
+                ),
+            ));
+            BirdLog::Auto
+        }
+    }
+}
+
+/// Uplink names become BIRD protocol names and NIC names are quoted in
+/// BIRD's config: refuse here what BIRD would refuse there.
+fn names_in_bird(
+    src: &Source,
+    b: &BgpInput,
+    host_src: &Source,
+    host: &HostInput,
+    p: &mut Vec<Problem>,
+) {
+    let uplinks: Vec<names::UplinkNames> = host
+        .uplinks
+        .iter()
+        .map(|u| names::UplinkNames {
+            name: u.name.get_ref(),
+            v4: u.ipv4.is_some(),
+            v6: u.ipv6.is_some(),
+        })
+        .collect();
+    for problem in names::check(b.host_table.get_ref(), &uplinks) {
+        let message = problem.message(&uplinks);
+        match problem.uplink() {
+            Some(i) => p.push(host_src.problem(
+                format!("uplinks[{i}].name"),
+                &host.uplinks[i].name.span(),
+                message,
+            )),
+            None => p.push(src.problem("bgp.host_table", &b.host_table.span(), message)),
+        }
+    }
+    for (i, u) in host.uplinks.iter().enumerate() {
+        if let Some(n) = &u.nic.get_ref().name {
+            if !names::quotable(n.as_str()) {
+                p.push(host_src.problem(
+                    format!("uplinks[{i}].nic.name"),
+                    &u.nic.span(),
+                    format!(
+                        "found '{}', expected an interface name without '\"': BIRD's config quotes interface names and cannot escape a quote",
+                        n.as_str().escape_debug()
+                    ),
+                ));
+            }
+        }
+    }
 }

@@ -98,7 +98,19 @@ pub struct BgpInput {
     #[serde(default)]
     pub connect_retry: Option<Spanned<u16>>,
     #[serde(default)]
-    pub graceful_restart: Option<bool>,
+    pub graceful_restart: Option<Spanned<bool>>,
+    /// Seconds we announce (1–4095, the capability's 12-bit field).
+    #[serde(default)]
+    pub graceful_restart_time: Option<Spanned<u32>>,
+    /// Off by default: with LLGR negotiated, BIRD treats an expired hold
+    /// timer as a restart and keeps a dead ToR's routes.
+    #[serde(default)]
+    pub long_lived_graceful_restart: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub long_lived_stale_time: Option<Spanned<u32>>,
+    /// "syslog", "stderr" or an absolute path (below --root).
+    #[serde(default)]
+    pub log: Option<Spanned<String>>,
     #[serde(default)]
     pub bfd: Option<BfdInput>,
     #[serde(default)]

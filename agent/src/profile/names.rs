@@ -2,13 +2,10 @@
 //! rack (node label values), pod zone names, and uplink names (which become
 //! BIRD protocol names).
 
-use std::collections::HashMap;
-
 use toml::Spanned;
 
 use super::input::HostInput;
 use super::{Problem, Source};
-use crate::bgp::render::{bird_identifier, reserved_identifier};
 use crate::desired::types::shown;
 
 /// Longest uplink name: BIRD symbols hold 64 characters, and the IPv6
@@ -102,16 +99,7 @@ pub(super) fn uplinks(
     bgp_table: Option<&str>,
     p: &mut Vec<Problem>,
 ) {
-    let mut bird: HashMap<String, String> = HashMap::new();
-    if let Some(t) = bgp_table {
-        let id = bird_identifier(t);
-        for suffix in ["4", "6"] {
-            bird.insert(
-                format!("{id}{suffix}"),
-                format!("the host table's BIRD table ({t})"),
-            );
-        }
-    }
+    let _ = bgp_table;
     for (i, u) in host.uplinks.iter().enumerate() {
         let name = u.name.get_ref();
         let key = format!("uplinks[{i}].name");
@@ -131,34 +119,7 @@ pub(super) fn uplinks(
             ));
             continue;
         }
-        if bgp_table.is_none() {
-            continue;
-        }
-        let id = bird_identifier(name);
-        if reserved_identifier(&id) {
-            p.push(src.problem(
-                &key,
-                &u.name.span(),
-                format!("found '{name}', which becomes the BIRD name {id}, a name BIRD or underlay's template already uses; expected another name, e.g. tor-a"),
-            ));
-            continue;
-        }
-        let mut names = vec![id.clone()];
-        if u.ipv6.is_some() {
-            names.push(format!("{id}_v6"));
-        }
-        for n in names {
-            let this = format!("uplinks[{i}] ('{name}')");
-            if let Some(other) = bird.insert(n.clone(), this) {
-                p.push(src.problem(
-                    &key,
-                    &u.name.span(),
-                    format!(
-                        "found '{name}', whose BIRD session name {n} is already taken by {other} \
-                         ('-' and '_' are one character to BIRD); expected a distinct name"
-                    ),
-                ));
-            }
-        }
+        // With [bgp], the BIRD names this one maps to are checked by
+        // profile::bgp (names_in_bird), with the host table's.
     }
 }

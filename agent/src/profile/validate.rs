@@ -101,30 +101,10 @@ pub(super) fn validate(
             }
         }
     }
-    let bgp = role
-        .bgp
-        .as_ref()
-        .and_then(|b| super::bgp::validate(role_src, b, &tables, host.asn, uplinks.len(), &mut p));
-    if let (Some(b), None) = (&bgp, service_ipv6) {
-        if let Some(c) = b.calico.filter(|c| c.host_address.is_ipv6()) {
-            let span = role
-                .bgp
-                .as_ref()
-                .and_then(|b| b.calico.as_ref())
-                .and_then(|c| c.host_address.as_ref())
-                .map_or(0..0, |a| a.span());
-            p.push(role_src.problem(
-                "bgp.calico.host_address",
-                &span,
-                format!(
-                    "found {} with no service_ipv6 in {}; expected IPv4 session addresses, or service_ipv6 in the host facts \
-                     (an IPv6 Calico session announces IPv6 routes from it)",
-                    c.host_address,
-                    host_src.path.display()
-                ),
-            ));
-        }
-    }
+    let bgp = role.bgp.as_ref().and_then(|b| {
+        super::bgp::validate(role_src, b, &tables, host_src, host, uplinks.len(), &mut p)
+    });
+    // An IPv6 Calico session without service_ipv6: checked by profile::bgp.
     if uplinks.is_empty() && p.is_empty() {
         p.push(host_src.problem(
             "uplinks",

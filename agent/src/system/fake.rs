@@ -32,6 +32,15 @@ pub struct FakeSystem {
     /// `None`: no BIRD answers on the socket.
     pub bird: Option<Vec<BirdProtocol>>,
     pub exported: BTreeMap<String, Vec<IpNet>>,
+    /// `show bfd sessions` of the BIRD (when it answers).
+    pub bfd: Vec<crate::bgp::BfdSession>,
+    /// `show protocols all <name>` per BGP protocol.
+    pub bgp_details: BTreeMap<String, crate::bgp::BgpDetail>,
+    /// Directories created for BIRD (WriteBirdConfig).
+    pub dirs: Vec<PathBuf>,
+    /// `--root` as the fake pretends it (`None`: /).
+    pub root: Option<PathBuf>,
+    pub in_netns: bool,
     pub reloads: usize,
     pub systemd: bool,
     /// Our nftables table as nft would list it.
@@ -211,7 +220,13 @@ impl System for FakeSystem {
             Op::RemoveFile { path } => {
                 self.files.remove(path);
             }
-            Op::WriteBirdConfig { path, content, .. } => {
+            Op::WriteBirdConfig {
+                path,
+                content,
+                dirs,
+                ..
+            } => {
+                self.dirs.extend(dirs.iter().cloned());
                 self.files.insert(path.clone(), content.clone());
             }
             Op::Nft { change } => {
@@ -258,5 +273,36 @@ impl System for FakeSystem {
 
     fn bird_exported(&mut self, _socket: &Path, protocol: &str) -> Result<Vec<IpNet>, SystemError> {
         Ok(self.exported.get(protocol).cloned().unwrap_or_default())
+    }
+
+    fn bird_bfd_sessions(
+        &mut self,
+        socket: &Path,
+    ) -> Result<Vec<crate::bgp::BfdSession>, SystemError> {
+        self.bird_protocols(socket)?;
+        Ok(self.bfd.clone())
+    }
+
+    fn bird_bgp_detail(
+        &mut self,
+        socket: &Path,
+        protocol: &str,
+    ) -> Result<crate::bgp::BgpDetail, SystemError> {
+        self.bird_protocols(socket)?;
+        self.bgp_details
+            .get(protocol)
+            .cloned()
+            .ok_or_else(|| SystemError::BirdControl {
+                socket: socket.to_path_buf(),
+                message: format!("BIRD has no protocol named {protocol}"),
+            })
+    }
+
+    fn real_path(&self, logical: &Path) -> PathBuf {
+        super::files::under_root(self.root.as_deref().unwrap_or(Path::new("/")), logical)
+    }
+
+    fn in_netns(&self) -> bool {
+        self.in_netns
     }
 }

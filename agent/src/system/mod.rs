@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 
+use crate::bgp::{BfdSession, BgpDetail};
 use crate::desired::{Family, SysctlKey};
 use crate::observed::{NextHop, Observed, ObservedLink};
 use crate::plan::Op;
@@ -169,6 +170,18 @@ pub trait System {
     fn bird_protocols(&mut self, socket: &Path) -> Result<Vec<BirdProtocol>, SystemError>;
     /// Prefixes BIRD exports to `protocol`.
     fn bird_exported(&mut self, socket: &Path, protocol: &str) -> Result<Vec<IpNet>, SystemError>;
+    /// BFD sessions of the BIRD behind `socket` (`show bfd sessions`).
+    fn bird_bfd_sessions(&mut self, socket: &Path) -> Result<Vec<BfdSession>, SystemError>;
+    /// State and negotiated capabilities of one BGP protocol (`show protocols all`).
+    fn bird_bgp_detail(&mut self, socket: &Path, protocol: &str) -> Result<BgpDetail, SystemError>;
+
+    // Where things are, for configs another process reads.
+
+    /// The path a daemon must be given for a logical path (below --root).
+    fn real_path(&self, logical: &Path) -> PathBuf;
+    /// Running inside --netns: no systemd supervises BIRD there and nothing
+    /// prepares its directories.
+    fn in_netns(&self) -> bool;
 }
 
 /// One line of BIRD's `show protocols`.

@@ -276,17 +276,26 @@ impl Lab {
         std::fs::read_to_string(self.path(&format!("{name}.log"))).unwrap_or_default()
     }
 
-    /// ToR `i`: eBGP to the host, a default route from a blackhole (protocol `defroute`).
+    /// ToR `i`: eBGP and BFD to the host (the profile's BFD is on), a default
+    /// route from a blackhole (protocol `defroute`).
     pub fn start_tor(&mut self, i: usize) -> PathBuf {
+        self.start_tor_with(i, "bfd on;")
+    }
+
+    /// ToR `i` with `session` as extra statements of its BGP session to the
+    /// host (`bfd on;`, `bfd off; graceful restart on; long lived graceful restart on;`).
+    pub fn start_tor_with(&mut self, i: usize, session: &str) -> PathBuf {
         let conf = format!(
             r#"router id 10.255.0.{id};
 protocol device {{}}
+protocol bfd {{ interface "*" {{ interval 100 ms; multiplier 3; }}; }}
 protocol static defroute {{ ipv4; route 0.0.0.0/0 blackhole; }}
 protocol bgp host {{
   local 172.30.{i}.0 as {asn};
   neighbor 172.30.{i}.1 as 65101;
   direct;
   hold time 9; keepalive time 3; connect delay time 1; connect retry time 2;
+  {session}
   ipv4 {{ import all; export all; }};
 }}
 "#,

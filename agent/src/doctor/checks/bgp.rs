@@ -328,3 +328,217 @@ pub(super) fn bgp_sessions(s: &Snapshot, e: Option<&Expect>) -> Finding {
     )
     .with(fine)
 }
+
+/// BFD state of each ToR session's peer, by address and interface.
+fn bfd_state(s: &Snapshot, p: &crate::doctor::snapshot::TorPeer) -> Option<String> {
+    let sessions = s.bfd_sessions.as_ref()?.as_ref().ok()?;
+    Some(
+        sessions
+            .iter()
+            .find(|b| b.address == p.peer && (b.interface.is_empty() || b.interface == p.ifname))
+            .map_or_else(|| "no session".to_string(), |b| b.state.clone()),
+    )
+}
+
+pub(super) fn bfd_sessions(s: &Snapshot, e: Option<&Expect>) -> Finding {
+    let Some(e) = e.filter(|e| !e.tor_peers.is_empty()) else {
+        return finding(
+            BFD_SESSIONS,
+            Severity::Skipped,
+            "needs a profile with [bgp] (the ToR sessions and whether BFD is wanted)",
+        );
+    };
+    let Some(detect) = e.bfd_detect_ms else {
+        return finding(
+            BFD_SESSIONS,
+            Severity::Skipped,
+            "BFD is disabled in the profile (bgp.bfd.enabled = false)",
+        );
+    };
+    match &s.bfd_sessions {
+        None => {
+            return finding(
+                BFD_SESSIONS,
+                Severity::Skipped,
+                "the host BIRD does not answer (see bgp-sessions)",
+            )
+        }
+        Some(Err(err)) => {
+            return finding(
+                BFD_SESSIONS,
+                Severity::Failure,
+                "could not read the host BIRD's BFD sessions",
+            )
+            .with(vec![err.clone()])
+            .fix("Check that the host BIRD's config has `protocol bfd` (underlay renders one when bgp.bfd is on): `birdc show bfd sessions`.")
+        }
+        Some(Ok(_)) => {}
+    }
+    // BFD down under a BGP session that is down too is bgp-sessions' finding;
+    // this one is about the quiet case: BGP Established, BFD not Up.
+    let established = |name: &str| {
+        s.bird_sessions
+            .iter()
+            .filter(|b| b.owner == "profile")
+            .filter_map(|b| b.protocols.as_ref().ok())
+            .flatten()
+            .any(|p| p.name == name && p.info.starts_with("Established"))
+    };
+    let mut down = Vec::new();
+    let mut up = Vec::new();
+    let mut bgp_down = Vec::new();
+    for p in &e.tor_peers {
+        let state = bfd_state(s, p).unwrap_or_else(|| "unknown".into());
+        let line = format!(
+            "{} ({}, {} on {}): BFD {state}",
+            p.protocol, p.uplink, p.peer, p.ifname
+        );
+        if state == "Up" {
+            up.push(line);
+        } else if established(&p.protocol) {
+            down.push(line);
+        } else {
+            bgp_down.push(format!(
+                "{line} (BGP not Established either: see bgp-sessions)"
+            ));
+        }
+    }
+    if down.is_empty() {
+        return finding(
+            BFD_SESSIONS,
+            Severity::Ok,
+            format!(
+                "BFD is Up under every Established ToR session (failure detection in {detect} ms)"
+            ),
+        )
+        .with(up.into_iter().chain(bgp_down).collect());
+    }
+    let hold = e.hold_time.map_or("the hold time".to_string(), |h| {
+        format!("the {h} s hold time")
+    });
+    finding(
+        BFD_SESSIONS,
+        Severity::Failure,
+        format!(
+            "BFD is not Up to every ToR: a silent link failure there is noticed only after {hold}, not in {detect} ms"
+        ),
+    )
+    .with(down.into_iter().chain(up).chain(bgp_down).collect())
+    .fix(
+        "Enable BFD for this host on the ToR (FRR: `neighbor <host transit address> bfd`; BIRD: \
+         `bfd on` in the session and a `protocol bfd`), let UDP 3784 (and 4784) through the \
+         filters on both ends, then `birdc show bfd sessions` here should say Up. BGP stays \
+         Established without BFD, which is why the readiness gate bfd-up checks it.",
+    )
+}
+
+pub(super) fn bgp_llgr(s: &Snapshot, e: Option<&Expect>) -> Finding {
+    let Some(e) = e.filter(|e| !e.tor_peers.is_empty()) else {
+        return finding(
+            BGP_LLGR,
+            Severity::Skipped,
+            "needs a profile with [bgp] (the ToR sessions)",
+        );
+    };
+    if s.bgp_details.is_empty() {
+        return finding(
+            BGP_LLGR,
+            Severity::Skipped,
+            "the host BIRD does not answer (see bgp-sessions)",
+        );
+    }
+    let mut negotiated = Vec::new();
+    let mut unprotected = false;
+    let mut other = Vec::new();
+    let mut longest: Option<u32> = None;
+    for (name, d) in &s.bgp_details {
+        let d = match d {
+            Err(err) => {
+                other.push(format!("{name}: {err}"));
+                continue;
+            }
+            Ok(d) => d,
+        };
+        if !d.llgr_negotiated() {
+            other.push(if d.state == "Established" {
+                format!("{name}: long-lived graceful restart not negotiated")
+            } else {
+                format!(
+                    "{name}: {}, capabilities unknown until Established",
+                    d.state
+                )
+            });
+            continue;
+        }
+        let restart = d
+            .neighbor_caps
+            .graceful_restart
+            .as_ref()
+            .and_then(|g| g.time);
+        let stale = d
+            .neighbor_caps
+            .long_lived_graceful_restart
+            .as_ref()
+            .and_then(|g| g.time);
+        let keep = restart.unwrap_or(0) + stale.unwrap_or(0);
+        longest = longest.max(Some(keep));
+        let peer = e.tor_peers.iter().find(|p| &p.protocol == name);
+        let bfd = peer.and_then(|p| bfd_state(s, p));
+        let bfd_up = bfd.as_deref() == Some("Up");
+        unprotected |= !bfd_up;
+        negotiated.push(format!(
+            "{name}: LLGR negotiated; the ToR announces restart time {} s, LL stale time {} s; BFD {}",
+            restart.map_or("?".into(), |t| t.to_string()),
+            stale.map_or("?".into(), |t| t.to_string()),
+            match (e.bfd_detect_ms, bfd) {
+                (None, _) => "disabled".to_string(),
+                (Some(_), Some(b)) => b,
+                (Some(_), None) => "unknown".to_string(),
+            }
+        ));
+    }
+    if negotiated.is_empty() {
+        return finding(
+            BGP_LLGR,
+            Severity::Ok,
+            "no ToR session negotiated long-lived graceful restart: an expired hold timer drops the ToR's routes",
+        )
+        .with(other);
+    }
+    let evidence: Vec<String> = negotiated.into_iter().chain(other).collect();
+    if e.llgr_intended {
+        return finding(
+            BGP_LLGR,
+            Severity::Ok,
+            "long-lived graceful restart negotiated, as the profile asks (bgp.long_lived_graceful_restart = true)",
+        )
+        .with(evidence);
+    }
+    let hold = e.hold_time.map_or("the hold time".to_string(), |h| {
+        format!("the {h} s hold time")
+    });
+    let keep = longest.map_or("its restart time".into(), |k| format!("about {k} s"));
+    finding(
+        BGP_LLGR,
+        if unprotected {
+            Severity::Failure
+        } else {
+            Severity::Warning
+        },
+        format!(
+            "long-lived graceful restart is negotiated on ToR sessions: when the hold timer expires BIRD treats it as a restart and keeps a dead ToR's routes for {keep} instead of {hold}{}",
+            if unprotected {
+                "; BFD is not Up on them, so a silent failure leaves a dead path now"
+            } else {
+                " (BFD covers it while BFD is Up)"
+            }
+        ),
+    )
+    .with(evidence)
+    .fix(
+        "underlay renders `long lived graceful restart off` on the uplink sessions unless \
+         bgp.long_lived_graceful_restart = true: run `underlay apply` if this BIRD config predates \
+         that; in a hand-written config add `long lived graceful restart off;` to each ToR session. \
+         BIRD re-negotiates when the session restarts.",
+    )
+}

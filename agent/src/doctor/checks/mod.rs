@@ -11,7 +11,9 @@ use ipnet::IpNet;
 use super::parse::{self, Firewall};
 use super::{Finding, Severity};
 use crate::doctor::snapshot::{Expect, Snapshot};
-use bgp::{bgp_listeners, bgp_sessions, bird_shared_table, host_table_paths};
+use bgp::{
+    bfd_sessions, bgp_listeners, bgp_llgr, bgp_sessions, bird_shared_table, host_table_paths,
+};
 use host::{kubelet_node_ip, network_manager, networkd, rp_filter};
 use nat::{conntrack_tunnel_nat, masquerade_transit, transit_global, tunnel_mark};
 
@@ -28,6 +30,8 @@ pub const NETWORK_MANAGER: &str = "networkmanager-uplink";
 pub const KUBELET_NODE_IP: &str = "kubelet-node-ip";
 pub const HOST_TABLE_PATHS: &str = "host-table-paths";
 pub const BGP_SESSIONS: &str = "bgp-sessions";
+pub const BFD_SESSIONS: &str = "bfd-sessions";
+pub const BGP_LLGR: &str = "bgp-llgr-uplinks";
 
 /// Every check id, in report order.
 pub const ALL: &[&str] = &[
@@ -44,6 +48,8 @@ pub const ALL: &[&str] = &[
     KUBELET_NODE_IP,
     HOST_TABLE_PATHS,
     BGP_SESSIONS,
+    BFD_SESSIONS,
+    BGP_LLGR,
 ];
 
 /// Default VXLAN ports: IANA (Calico) and the Linux/flannel default.
@@ -100,6 +106,8 @@ pub fn run_checks(s: &Snapshot, e: Option<&Expect>) -> Vec<Finding> {
         kubelet_node_ip(s, e),
         host_table_paths(s, e),
         bgp_sessions(s, e),
+        bfd_sessions(s, e),
+        bgp_llgr(s, e),
     ]
 }
 

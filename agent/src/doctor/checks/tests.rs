@@ -766,3 +766,192 @@ fn unreadable_firewall_is_skipped_not_ok() {
         assert!(f.title.contains("not readable"));
     }
 }
+
+mod bfd_and_llgr {
+    use super::*;
+    use crate::bgp::{BfdSession, BgpDetail, Capabilities, RestartCapability};
+    use crate::doctor::snapshot::TorPeer;
+
+    fn expect_bfd() -> Expect {
+        let mut e = expect();
+        e.tor_peers = [
+            ("tor_a", "tor-a", "172.30.0.0", "eth0"),
+            ("tor_b", "tor-b", "172.30.1.0", "eth1"),
+        ]
+        .iter()
+        .map(|(p, u, a, i)| TorPeer {
+            protocol: (*p).into(),
+            uplink: (*u).into(),
+            peer: a.parse().unwrap(),
+            ifname: (*i).into(),
+        })
+        .collect();
+        e.bfd_detect_ms = Some(300);
+        e.hold_time = Some(9);
+        e
+    }
+
+    fn bfd(addr: &str, ifname: &str, state: &str) -> BfdSession {
+        BfdSession {
+            protocol: "bfd1".into(),
+            address: addr.parse().unwrap(),
+            interface: ifname.into(),
+            state: state.into(),
+            since: "10:00:00.000".into(),
+        }
+    }
+
+    fn detail(llgr: bool) -> BgpDetail {
+        let gr = || RestartCapability {
+            time: Some(120),
+            families: vec!["ipv4".into()],
+        };
+        BgpDetail {
+            state: "Established".into(),
+            neighbor_address: None,
+            local_caps: Capabilities {
+                graceful_restart: Some(gr()),
+                long_lived_graceful_restart: llgr.then(RestartCapability::default),
+            },
+            neighbor_caps: Capabilities {
+                graceful_restart: Some(gr()),
+                long_lived_graceful_restart: Some(RestartCapability {
+                    time: Some(0),
+                    families: vec!["ipv4".into()],
+                }),
+            },
+        }
+    }
+
+    fn with_bfd(a: &str, b: &str, llgr: bool) -> Snapshot {
+        let mut s = healthy();
+        s.bfd_sessions = Some(Ok(vec![
+            bfd("172.30.0.0", "eth0", a),
+            bfd("172.30.1.0", "eth1", b),
+        ]));
+        s.bgp_details = vec![
+            ("tor_a".into(), Ok(detail(llgr))),
+            ("tor_b".into(), Ok(detail(llgr))),
+        ];
+        s
+    }
+
+    #[test]
+    fn healthy_bfd_and_no_llgr_are_ok() {
+        let s = with_bfd("Up", "Up", false);
+        assert!(problems(&s, Some(&expect_bfd())).is_empty());
+        assert_eq!(
+            get(&s, Some(&expect_bfd()), BFD_SESSIONS).severity,
+            Severity::Ok
+        );
+        assert_eq!(
+            get(&s, Some(&expect_bfd()), BGP_LLGR).severity,
+            Severity::Ok
+        );
+        // Without a profile, or with BFD off in it, there is nothing to expect.
+        assert_eq!(get(&s, None, BFD_SESSIONS).severity, Severity::Skipped);
+        let mut e = expect_bfd();
+        e.bfd_detect_ms = None;
+        assert_eq!(get(&s, Some(&e), BFD_SESSIONS).severity, Severity::Skipped);
+    }
+
+    #[test]
+    fn bfd_down_to_a_tor_is_a_failure_with_the_session() {
+        let s = with_bfd("Down", "Up", false);
+        assert_eq!(
+            problems(&s, Some(&expect_bfd())),
+            [(BFD_SESSIONS, Severity::Failure)]
+        );
+        let f = get(&s, Some(&expect_bfd()), BFD_SESSIONS);
+        assert_eq!(f.evidence[0], "tor_a (tor-a, 172.30.0.0 on eth0): BFD Down");
+        assert!(
+            f.title.contains("9 s hold time") && f.title.contains("300 ms"),
+            "{}",
+            f.title
+        );
+        let mut s = with_bfd("Up", "Up", false);
+        s.bfd_sessions = Some(Ok(vec![bfd("172.30.1.0", "eth1", "Up")]));
+        let f = get(&s, Some(&expect_bfd()), BFD_SESSIONS);
+        assert_eq!(f.severity, Severity::Failure);
+        assert!(
+            f.evidence[0].ends_with("BFD no session"),
+            "{:?}",
+            f.evidence
+        );
+    }
+
+    #[test]
+    fn llgr_negotiated_warns_and_fails_when_bfd_is_down() {
+        let s = with_bfd("Up", "Up", true);
+        assert_eq!(
+            problems(&s, Some(&expect_bfd())),
+            [(BGP_LLGR, Severity::Warning)]
+        );
+        let f = get(&s, Some(&expect_bfd()), BGP_LLGR);
+        assert!(
+            f.title.contains("about 120 s instead of the 9 s hold time"),
+            "{}",
+            f.title
+        );
+        assert!(
+            f.evidence[0].contains("restart time 120 s, LL stale time 0 s; BFD Up"),
+            "{:?}",
+            f.evidence
+        );
+        assert!(f.fix.contains("long lived graceful restart off"));
+
+        let s = with_bfd("Down", "Up", true);
+        assert_eq!(
+            problems(&s, Some(&expect_bfd())),
+            [
+                (BFD_SESSIONS, Severity::Failure),
+                (BGP_LLGR, Severity::Failure)
+            ]
+        );
+
+        let mut e = expect_bfd();
+        e.llgr_intended = true;
+        assert_eq!(get(&s, Some(&e), BGP_LLGR).severity, Severity::Ok);
+    }
+}
+
+#[test]
+fn bfd_down_under_a_down_bgp_session_is_left_to_bgp_sessions() {
+    use crate::bgp::BfdSession;
+    use crate::doctor::snapshot::TorPeer;
+    let mut s = healthy();
+    s.bird_sessions[0].protocols = Ok(vec![
+        proto("tor_a", "Established"),
+        proto("tor_b", "Active Socket: Connection refused"),
+    ]);
+    s.bfd_sessions = Some(Ok(vec![BfdSession {
+        protocol: "bfd1".into(),
+        address: "172.30.0.0".parse().unwrap(),
+        interface: "eth0".into(),
+        state: "Up".into(),
+        since: String::new(),
+    }]));
+    let mut e = expect();
+    e.bfd_detect_ms = Some(300);
+    e.tor_peers = vec![
+        TorPeer {
+            protocol: "tor_a".into(),
+            uplink: "tor-a".into(),
+            peer: "172.30.0.0".parse().unwrap(),
+            ifname: "eth0".into(),
+        },
+        TorPeer {
+            protocol: "tor_b".into(),
+            uplink: "tor-b".into(),
+            peer: "172.30.1.0".parse().unwrap(),
+            ifname: "eth1".into(),
+        },
+    ];
+    let f = get(&s, Some(&e), BFD_SESSIONS);
+    assert_eq!(f.severity, Severity::Ok, "{f:#?}");
+    assert!(
+        f.evidence[1].contains("BGP not Established either"),
+        "{f:#?}"
+    );
+    assert_eq!(problems(&s, Some(&e)), [(BGP_SESSIONS, Severity::Failure)]);
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::bgp::{parse_check, BirdClient, CheckError, ConfigureOutcome};
+use crate::bgp::{parse_check, BfdSession, BgpDetail, BirdClient, CheckError, ConfigureOutcome};
 use crate::system::{BirdProtocol, SystemError};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -80,6 +80,16 @@ pub async fn protocols(socket: &Path) -> Result<Vec<BirdProtocol>, SystemError> 
             info: p.info,
         })
         .collect())
+}
+
+pub async fn bfd_sessions(socket: &Path) -> Result<Vec<BfdSession>, SystemError> {
+    let mut c = connect(socket).await?;
+    c.bfd_sessions().await.map_err(control(socket))
+}
+
+pub async fn bgp_detail(socket: &Path, protocol: &str) -> Result<BgpDetail, SystemError> {
+    let mut c = connect(socket).await?;
+    c.bgp_detail(protocol).await.map_err(control(socket))
 }
 
 pub async fn exported(socket: &Path, protocol: &str) -> Result<Vec<IpNet>, SystemError> {

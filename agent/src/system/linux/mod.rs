@@ -45,6 +45,7 @@ pub struct LinuxSystem {
     lock: Option<nix::fcntl::Flock<std::fs::File>>,
     /// BIRD configs `bird -p` accepted in this run (by sha256).
     checked_bird: HashSet<[u8; 32]>,
+    in_netns: bool,
 }
 
 pub(super) fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> SystemError {
@@ -76,6 +77,7 @@ impl LinuxSystem {
             systemd: !in_netns && units::systemd_booted(),
             lock: None,
             checked_bird: HashSet::new(),
+            in_netns,
         })
     }
 
@@ -189,6 +191,7 @@ impl System for LinuxSystem {
                 path,
                 content,
                 owner,
+                dirs,
             } => {
                 let real = files::under_root(&self.root, path);
                 // Checked by preflight already (before any kernel change);
@@ -196,9 +199,24 @@ impl System for LinuxSystem {
                 if !self.checked_bird.contains(&digest(content)) {
                     self.rt.block_on(bird::check(content, &real))?;
                 }
+                let ids = resolve_owner(owner)?;
+                for d in dirs {
+                    let real = files::under_root(&self.root, d);
+                    if real.exists() {
+                        continue;
+                    }
+                    let io = |source| SystemError::Io {
+                        what: "creating BIRD's directory",
+                        path: real.clone(),
+                        source,
+                    };
+                    std::fs::create_dir_all(&real).map_err(io)?;
+                    // BIRD, as its own user, writes its socket and log there.
+                    std::os::unix::fs::chown(&real, Some(ids.0), Some(ids.1)).map_err(io)?;
+                }
                 let spec = WriteSpec {
                     mode: owner.mode,
-                    owner: Some(resolve_owner(owner)?),
+                    owner: Some(ids),
                     durability: Durability::Durable,
                 };
                 files::write_atomic(&real, content.as_bytes(), &spec)
@@ -234,6 +252,33 @@ impl System for LinuxSystem {
         ))
     }
 
+    fn bird_bfd_sessions(
+        &mut self,
+        socket: &Path,
+    ) -> Result<Vec<crate::bgp::BfdSession>, SystemError> {
+        self.rt
+            .block_on(bird::bfd_sessions(&files::under_root(&self.root, socket)))
+    }
+
+    fn bird_bgp_detail(
+        &mut self,
+        socket: &Path,
+        protocol: &str,
+    ) -> Result<crate::bgp::BgpDetail, SystemError> {
+        self.rt.block_on(bird::bgp_detail(
+            &files::under_root(&self.root, socket),
+            protocol,
+        ))
+    }
+
+    fn real_path(&self, logical: &Path) -> PathBuf {
+        files::under_root(&self.root, logical)
+    }
+
+    fn in_netns(&self) -> bool {
+        self.in_netns
+    }
+
     fn save_state(&mut self, state: &State) -> Result<(), SystemError> {
         files::write_atomic(
             &self.state_file(),
@@ -255,6 +300,7 @@ impl System for LinuxSystem {
                 path,
                 content,
                 owner,
+                ..
             } => {
                 let real = files::under_root(&self.root, path);
                 files::remove_stale_temp(&real);
