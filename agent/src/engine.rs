@@ -113,6 +113,7 @@ pub fn observe(
         sysctls,
         files,
         bird_socket: target.bird.as_ref().map(|b| b.socket.clone()),
+        bird_unit: target.bird.as_ref().map(|_| plan::BIRD_UNIT.to_string()),
         nft: target.nft.is_some() || state.nft_table,
     };
     let observed = sys.observe(links, state, &q)?;

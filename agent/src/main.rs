@@ -370,7 +370,14 @@ fn wait_for_gates(
     let spec = gates::spec(desired, target, w.wait_timeout.map(Duration::from_secs));
     let tty = std::io::stderr().is_terminal() && !w.common.json;
     let mut last_status = String::new();
+    let mut last_extend: Option<Instant> = None;
     let outcome = gates::wait(sys, &spec, |gates, elapsed| {
+        // Under systemd (the gates unit): still making progress, so do not
+        // let TimeoutStartSec end the wait; the gates' own timeout bounds it.
+        if last_extend.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::ExtendTimeoutUsec(30_000_000)]);
+            last_extend = Some(Instant::now());
+        }
         let passed = gates.iter().filter(|g| g.passed).count();
         let pending = gates.iter().find(|g| !g.passed);
         let status = match pending {
