@@ -43,6 +43,8 @@ fn scenario(name: &str, tag: char) {
     println!("{text}");
     assert!(out.status.success(), "scenario {name} failed:\n{text}");
     let _ = std::fs::remove_dir_all(dir.join(name));
+    // The last scenario to finish removes the (then empty) run directory.
+    let _ = std::fs::remove_dir(&dir);
 }
 
 #[test]

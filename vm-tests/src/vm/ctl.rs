@@ -75,6 +75,19 @@ impl Reply {
     }
 }
 
+/// Request ids unique across connections and processes: a reply the guest
+/// still owes to an earlier client (one that timed out) is never taken for
+/// the answer to a new request.
+fn unique_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let seq = NEXT.fetch_add(1 << 20, std::sync::atomic::Ordering::Relaxed);
+    ((u64::from(std::process::id()) << 44) ^ nanos ^ seq) & ((1 << 62) - 1)
+}
+
 pub struct Ctl {
     path: PathBuf,
     conn: Option<(UnixStream, BufReader<UnixStream>)>,
@@ -86,7 +99,7 @@ impl Ctl {
         Ctl {
             path: path.to_path_buf(),
             conn: None,
-            next_id: 1,
+            next_id: unique_id(),
         }
     }
 

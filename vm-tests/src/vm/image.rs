@@ -303,16 +303,17 @@ fn du_mb(dir: &Path) -> Result<u64> {
         .context("du output")
 }
 
-/// Removes image directories of other .debs not used for an hour (a run in
-/// progress keeps its own fresh).
-fn prune(cache: &Path, keep: &Path) {
+/// Removes image directories of other .debs, and bases of other keys, not
+/// used for an hour (a run in progress keeps its own fresh).
+fn prune(cache: &Path, keep: &[&Path]) {
     let Ok(entries) = std::fs::read_dir(cache) else {
         return;
     };
     for e in entries.flatten() {
         let p = e.path();
         let name = e.file_name().to_string_lossy().into_owned();
-        if p == keep || !name.starts_with("image-") {
+        if keep.contains(&p.as_path()) || !(name.starts_with("image-") || name.starts_with("base-"))
+        {
             continue;
         }
         let old = e
@@ -366,6 +367,7 @@ pub fn ensure(cache: &Path, deb: &Path) -> Result<Image> {
     let _lock = lock(&cache.join("build.lock"))?;
     let key = base_key()?;
     let (base_root, base_build_s) = ensure_base(cache, &key)?;
+    let _ = filetime_touch(base_root.parent().unwrap_or(&base_root));
     let deb_sha256 = sha256_file(deb)?;
     let dir = cache.join(format!("image-{key}-{}", &deb_sha256[..12]));
     let meta = dir.join("image.json");
@@ -465,7 +467,7 @@ pub fn ensure(cache: &Path, deb: &Path) -> Result<Image> {
         std::fs::remove_dir_all(&dir)?;
     }
     std::fs::rename(&tmp, &dir)?;
-    prune(cache, &dir);
+    prune(cache, &[&dir, base_root.parent().unwrap_or(&base_root)]);
     img.base_build_s = base_build_s;
     eprintln!(
         "vm image: {} with {} installed, in {image_build_s:.1} s",

@@ -199,8 +199,14 @@ pub fn main(cmd: VmCmd) -> Result<ExitCode> {
                 "console of {vm} ({}); Ctrl-] then q to leave",
                 rec.console_sock().display()
             );
+            use std::io::IsTerminal;
+            let local = if std::io::stdin().is_terminal() {
+                "-,raw,echo=0,escape=0x1d"
+            } else {
+                "-"
+            };
             let status = std::process::Command::new("socat")
-                .arg("-,raw,echo=0,escape=0x1d")
+                .arg(local)
                 .arg(format!("UNIX-CONNECT:{}", rec.console_sock().display()))
                 .status()
                 .context("socat (package socat)")?;

@@ -980,7 +980,7 @@ pub fn status_table(lab: &VmLab) -> Result<String> {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<4} {:<14} {:<28} {:>8} {:<10} {:<8}",
+        "{:<4} {:<14} {:<34} {:>5} {:<10} {:<8}",
         "VM", "service IP", "ToR sessions", "paths", "system", "gates"
     );
     for h in lab.lab.hosts() {
@@ -997,9 +997,11 @@ pub fn status_table(lab: &VmLab) -> Result<String> {
             )
             .map(|r| r.output.trim().to_string())
             .unwrap_or_else(|_| "?".into());
+        // QEMU serves one control connection at a time.
+        drop(c);
         let _ = writeln!(
             out,
-            "{:<4} {:<14} {:<28} {:>8} {:<10} {:<8}",
+            "{:<4} {:<14} {:<34} {:>5} {:<10} {:<8}",
             h.name,
             h.service_ip.to_string(),
             sessions_line(lab, &h.name),
