@@ -117,6 +117,10 @@ pub fn run(args: &VmArgs, only: &[String], opts: &Options) -> Result<usize> {
             Err(e) => {
                 println!("FAIL {}: setting up: {e:#}", s.name);
                 failed += 1;
+                // Whatever part of the fabric was made goes again.
+                if let Ok(partial) = VmLab::load(&a.dir) {
+                    let _ = partial.down();
+                }
                 continue;
             }
         };
@@ -540,7 +544,9 @@ fn unit_state(lab: &VmLab, vm: &str, unit: &str) -> String {
 
 fn readiness_order(lab: &mut VmLab, _: &Options) -> Result<Outcome> {
     let mut o = Outcome::new();
-    const HOLD: Duration = Duration::from_secs(8);
+    // Longer than the gates unit's TimeoutStartSec (30 s): only
+    // EXTEND_TIMEOUT_USEC keeps it starting; shorter than the gates' own 60 s.
+    const HOLD: Duration = Duration::from_secs(40);
     let mut b = Boot::converge(FLAT_PROFILE);
     b.cmdline
         .push("systemd.wants=kubelet-standin.service".into());
@@ -561,6 +567,18 @@ fn readiness_order(lab: &mut VmLab, _: &Options) -> Result<Outcome> {
         "h1",
         "echo \"$(systemctl show -p ActiveState --value underlay-gates.service)|$(systemctl show -p StatusText --value underlay-gates.service)\"",
     )?;
+    let timeout = guest_out(
+        lab,
+        "h1",
+        "systemctl show -p TimeoutStartUSec --value underlay-gates.service",
+    )?;
+    o.check(
+        timeout == "30s" && gates.starts_with("activating|"),
+        format!(
+            "{} s in, past its TimeoutStartSec ({timeout}): EXTEND_TIMEOUT_USEC keeps the gates unit starting",
+            HOLD.as_secs()
+        ),
+    );
     let kubelet = unit_state(lab, "h1", "kubelet-standin.service");
     let jobs = guest_out(lab, "h1", "systemctl list-jobs --no-legend --plain")?;
     o.check(
