@@ -132,6 +132,7 @@ pub fn observe(
         sysctls,
         files,
         bird_socket: target.bird.as_ref().map(|b| b.socket.clone()),
+        bird_unit: target.bird.as_ref().map(|_| plan::BIRD_UNIT.to_string()),
         nft: target.nft.is_some() || state.nft_table,
     };
     let observed = sys.observe(links, state, &q)?;
@@ -421,7 +422,7 @@ pub fn describe(op: &Op) -> String {
         Op::RemoveFile { path } => format!("remove {}", path.display()),
         Op::WriteBirdConfig { path, .. } => format!("write BIRD config {}", path.display()),
         Op::ReloadBird { .. } => "reload BIRD".into(),
-        Op::StartUnit { unit } => format!("start {unit}"),
+        Op::StartUnit { unit, .. } => format!("start {unit}"),
         Op::Nft { .. } => "nft table inet underlay".into(),
     }
 }

@@ -33,10 +33,40 @@ pub struct Observed {
     pub bird_running: bool,
     /// That control socket (logical path), when the profile has BGP.
     pub bird_socket: Option<PathBuf>,
-    /// Whether systemd supervises the daemons here (never inside --netns).
-    pub systemd: bool,
+    /// Whether this run may drive the machine's systemd units (BIRD's).
+    pub units: UnitControl,
+    /// BIRD's unit as systemd reports it; read only when units are driven and
+    /// no BIRD answers on the control socket.
+    pub bird_unit: Option<ObservedUnit>,
     /// Our nftables table, read only when wanted or once created by us.
     pub nft: Option<crate::nft::ObservedNat>,
+}
+
+/// Who supervises the host's daemons for this run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum UnitControl {
+    /// systemd is PID 1 and the run is on the machine's own root: units are
+    /// started over D-Bus and their jobs awaited.
+    Systemd,
+    /// No systemd, or inside `--netns`: the caller starts BIRD.
+    #[default]
+    Caller,
+    /// `--root` is not `/`: the files live below a scratch root, so the
+    /// machine's own units (which read the machine's /etc) are never driven.
+    ScratchRoot(PathBuf),
+}
+
+/// A systemd unit's state, as far as starting it safely needs to know.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObservedUnit {
+    /// `active`, `activating`, `inactive`, `failed`, ...
+    pub active_state: String,
+    /// A job already queued for the unit (at boot, its start job).
+    pub queued_job: Option<u32>,
+    /// The unit this run executes in, when that unit is still starting and
+    /// the daemon's unit is ordered after it: a start job queued now waits
+    /// for this run to finish, so it must not be awaited.
+    pub ordered_after_caller: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -25,7 +25,8 @@ impl Summary {
         let mut s = Summary::default();
         for i in &plan.items {
             match i.action {
-                Action::Ok => s.ok += 1,
+                // A skip changes nothing; its reason is on its line.
+                Action::Ok | Action::Skip => s.ok += 1,
                 Action::Create => s.create += 1,
                 Action::Update => s.update += 1,
                 Action::Delete => s.delete += 1,
@@ -75,6 +76,9 @@ fn line(out: &mut String, i: &Item, verbose: bool) {
             let _ = write!(out, "  ({a})");
         }
         (Action::Ok, _, Some(a)) if verbose => {
+            let _ = write!(out, "  ({a})");
+        }
+        (Action::Skip, _, Some(a)) => {
             let _ = write!(out, "  ({a})");
         }
         _ => {}

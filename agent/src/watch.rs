@@ -625,6 +625,7 @@ fn what(i: &Item, purpose: Purpose) -> String {
         }
     };
     match (i.action, purpose) {
+        (Action::Skip, _) => format!("skipped ({})", one(after)),
         (Action::Create, Purpose::Repair) => "deleted by someone else".to_string(),
         (Action::Create, _) => format!("created ({})", one(after)),
         (Action::Update, Purpose::Repair) => {

@@ -51,6 +51,7 @@ mod scenarios;
 mod status;
 mod tablefight;
 mod topology;
+mod vm;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -124,6 +125,12 @@ enum Cmd {
     /// Benchmark underlay against ip -batch, an ip/sysctl script and nmstatectl,
     /// in namespaces it creates: median wall time, peak RSS, ratios.
     Bench(bench::BenchArgs),
+    /// The QEMU tier: Debian 12 VMs (the .deb installed, real first boots)
+    /// against the lab's ToRs. `vm test --list` shows the scenarios.
+    Vm {
+        #[command(subcommand)]
+        cmd: vm::VmCmd,
+    },
     /// Traffic probes, run by the lab inside namespaces.
     #[command(hide = true)]
     Probe {
@@ -252,6 +259,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })
         }
         Cmd::Bench(args) => bench::main(args),
+        Cmd::Vm { cmd } => vm::main(cmd),
         Cmd::Probe { probe } => run_probe(probe),
     }
 }

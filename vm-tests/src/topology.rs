@@ -14,6 +14,24 @@ pub fn ensure(lab: &Lab) -> Result<()> {
     for ns in lab.all_netns() {
         ensure_netns(&ns)?;
     }
+    ensure_fabric(lab)?;
+    for h in lab.hosts() {
+        ensure_host_uplinks(lab, &h)?;
+        ensure_pod(&h)?;
+    }
+    Ok(())
+}
+
+/// The fabric alone: both ToRs, the link between them and the client. The
+/// QEMU tier attaches VMs to it instead of host namespaces.
+pub fn ensure_fabric(lab: &Lab) -> Result<()> {
+    for ns in [
+        lab.tor_netns(Tor::A),
+        lab.tor_netns(Tor::B),
+        lab.client_netns(),
+    ] {
+        ensure_netns(&ns)?;
+    }
     for tor in Tor::ALL {
         let ns = lab.tor_netns(tor);
         ensure_router_sysctls(&ns)?;
@@ -21,12 +39,7 @@ pub fn ensure(lab: &Lab) -> Result<()> {
     }
     ensure_router_sysctls(&lab.client_netns())?;
     ensure_tor_peer_link(lab)?;
-    ensure_client(lab)?;
-    for h in lab.hosts() {
-        ensure_host_uplinks(lab, &h)?;
-        ensure_pod(&h)?;
-    }
-    Ok(())
+    ensure_client(lab)
 }
 
 fn ensure_netns(ns: &str) -> Result<()> {

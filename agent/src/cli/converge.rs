@@ -223,8 +223,15 @@ pub(super) fn wait_for_gates(
             }
         };
     let mut readings = 0u32;
+    let mut last_extend: Option<Instant> = None;
     let outcome = gates::wait_with(sys, &spec, pause.as_mut(), |gates, elapsed| {
         readings += 1;
+        // Under systemd (the gates unit): still making progress, so do not
+        // let TimeoutStartSec end the wait; the gates' own timeout bounds it.
+        if last_extend.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::ExtendTimeoutUsec(30_000_000)]);
+            last_extend = Some(Instant::now());
+        }
         let passed = gates.iter().filter(|g| g.passed).count();
         let pending = gates.iter().find(|g| !g.passed);
         let status = match pending {

@@ -5,7 +5,7 @@
 use sha2::{Digest, Sha256};
 
 use super::{Action, Item, Kind, Op, Target};
-use crate::observed::Observed;
+use crate::observed::{Observed, UnitControl};
 
 pub fn summary(content: &str) -> String {
     let hash = Sha256::digest(content.as_bytes());
@@ -36,7 +36,7 @@ pub fn plan_bgp(t: &Target, o: &Observed) -> Vec<Item> {
             socket: b.socket.clone(),
         });
         after.push_str(", reload");
-    } else if !o.systemd {
+    } else if o.units != UnitControl::Systemd {
         after.push_str(", BIRD not running: read at its start");
     }
     let mut items = vec![Item {
@@ -55,19 +55,72 @@ pub fn plan_bgp(t: &Target, o: &Observed) -> Vec<Item> {
     items
 }
 
-/// On a systemd host a stopped BIRD is started (after its config is in
-/// place); inside `--netns` runs the caller supervises BIRD instead.
+/// A BIRD that does not answer on its socket. On a systemd host (real root)
+/// its unit is started over D-Bus and the job awaited, unless systemd already
+/// has a start job queued (at boot, ordered after the converge unit) or the
+/// unit is ordered after the unit this run executes in (awaiting that job
+/// would wait for ourselves). Inside `--netns` or without systemd the caller
+/// supervises BIRD. Under a scratch `--root` the machine's bird.service reads
+/// the machine's /etc, not the config just written: it is never driven.
 fn start_unit(o: &Observed) -> Option<Item> {
-    (!o.bird_running && o.systemd).then(|| Item {
+    if o.bird_running {
+        return None;
+    }
+    let id = format!("unit {BIRD_UNIT}");
+    let start = |wait: bool, after: String| Item {
         kind: Kind::Bgp,
-        id: format!("unit {BIRD_UNIT}"),
+        id: id.clone(),
         action: Action::Update,
         before: Some("not running".into()),
-        after: Some("started".into()),
+        after: Some(after),
         ops: vec![Op::StartUnit {
             unit: BIRD_UNIT.into(),
+            wait,
         }],
-    })
+    };
+    match &o.units {
+        UnitControl::Caller => None,
+        UnitControl::ScratchRoot(root) => Some(Item::skip(
+            Kind::Bgp,
+            id,
+            format!(
+                "not started: --root {} is not this machine's root, and this machine's {BIRD_UNIT} \
+                 reads its own /etc; start a BIRD on the config below the root yourself",
+                root.display()
+            ),
+        )),
+        UnitControl::Systemd => match &o.bird_unit {
+            Some(u) if u.queued_job.is_some() => Some(Item::ok(
+                Kind::Bgp,
+                id,
+                format!(
+                    "start queued by systemd (job {}): BIRD starts after this run",
+                    u.queued_job.unwrap_or_default()
+                ),
+            )),
+            // Started by systemd a moment ago; its control socket follows.
+            Some(u)
+                if matches!(
+                    u.active_state.as_str(),
+                    "active" | "activating" | "reloading"
+                ) =>
+            {
+                Some(Item::ok(
+                    Kind::Bgp,
+                    id,
+                    format!("{}, control socket not answering yet", u.active_state),
+                ))
+            }
+            Some(u) if u.ordered_after_caller.is_some() => Some(start(
+                false,
+                format!(
+                    "start queued: systemd starts it once {} has finished",
+                    u.ordered_after_caller.as_deref().unwrap_or_default()
+                ),
+            )),
+            _ => Some(start(true, "started".into())),
+        },
+    }
 }
 
 pub const BIRD_UNIT: &str = "bird.service";

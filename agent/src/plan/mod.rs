@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use crate::desired::{RuleSpec, SysctlKey};
 use crate::observed::{Observed, Scope};
+pub use bgp::BIRD_UNIT;
 pub use target::{resolve, BgpInputs, BirdTarget, ResolveError, Target, Template};
 
 /// One change to the system. Recorded by the fake system in tests; never raw
@@ -80,9 +81,11 @@ pub enum Op {
     ReloadBird {
         socket: PathBuf,
     },
-    /// Start a systemd unit over D-Bus and wait for its job.
+    /// Start a systemd unit over D-Bus; `wait`: until its job finished
+    /// (false when the unit is ordered after the one this run executes in).
     StartUnit {
         unit: String,
+        wait: bool,
     },
     /// Create, replace or delete our nftables table in one transaction.
     Nft {
@@ -95,6 +98,8 @@ pub enum Op {
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Ok,
+    /// Nothing done on purpose, with the reason in `after` (always shown).
+    Skip,
     Create,
     Update,
     Delete,
@@ -104,6 +109,7 @@ impl std::fmt::Display for Action {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Action::Ok => "ok",
+            Action::Skip => "skip",
             Action::Create => "create",
             Action::Update => "update",
             Action::Delete => "delete",
@@ -160,6 +166,17 @@ impl Item {
             ops: Vec::new(),
         }
     }
+
+    fn skip(kind: Kind, id: String, reason: String) -> Item {
+        Item {
+            kind,
+            id,
+            action: Action::Skip,
+            before: None,
+            after: Some(reason),
+            ops: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -169,7 +186,9 @@ pub struct Plan {
 
 impl Plan {
     pub fn changes(&self) -> impl Iterator<Item = &Item> {
-        self.items.iter().filter(|i| i.action != Action::Ok)
+        self.items
+            .iter()
+            .filter(|i| !matches!(i.action, Action::Ok | Action::Skip))
     }
 
     pub fn is_converged(&self) -> bool {

@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use super::*;
 use crate::desired::{Family, RuleSpec, SysctlKey};
 use crate::engine::{self, Mode};
-use crate::observed::{ObservedAddress, Scope};
+use crate::observed::{ObservedAddress, ObservedUnit, Scope, UnitControl};
 use crate::profile::load_str;
 use crate::system::fake::FakeSystem;
 
@@ -425,7 +425,7 @@ fn stopped_bird_is_started_only_under_systemd() {
         !p.ops().any(|o| matches!(o, Op::StartUnit { .. })),
         "no systemd (or --netns): the caller starts BIRD"
     );
-    f.systemd = true;
+    f.units = UnitControl::Systemd;
     let r = engine::run(&mut f, &desired(HOST), Mode::Apply).unwrap();
     let ops: Vec<&Op> = f
         .applied
@@ -433,10 +433,97 @@ fn stopped_bird_is_started_only_under_systemd() {
         .filter(|o| matches!(o, Op::WriteBirdConfig { .. } | Op::StartUnit { .. }))
         .collect();
     assert!(
-        matches!(ops[..], [Op::WriteBirdConfig { .. }, Op::StartUnit { .. }]),
-        "config first, then start: {ops:?}"
+        matches!(
+            ops[..],
+            [Op::WriteBirdConfig { .. }, Op::StartUnit { wait: true, .. }]
+        ),
+        "config first, then start and wait for the job: {ops:?}"
     );
     assert!(r.converged());
+}
+
+fn bird_unit_item(p: &Plan) -> &Item {
+    p.items
+        .iter()
+        .find(|i| i.id == "unit bird.service")
+        .expect("an item for bird.service")
+}
+
+#[test]
+fn a_scratch_root_never_drives_the_machines_bird_unit() {
+    let mut f = fresh();
+    f.units = UnitControl::ScratchRoot(PathBuf::from("/tmp/scratch"));
+    let r = engine::run(&mut f, &desired(HOST), Mode::Apply).unwrap();
+    assert!(f.unit_starts.is_empty(), "{:?}", f.unit_starts);
+    let item = bird_unit_item(&r.plan);
+    assert_eq!(item.action, Action::Skip);
+    let why = item.after.as_deref().unwrap();
+    assert!(why.contains("--root /tmp/scratch"), "{why}");
+    assert!(r.converged(), "a skip is not a pending change");
+    let text = crate::report::human(
+        &r,
+        &crate::report::Context {
+            command: "apply",
+            host: "h",
+            netns: None,
+            total_ms: 1.0,
+        },
+        false,
+    );
+    assert!(
+        text.contains("skip    bgp      unit bird.service  (not started: --root /tmp/scratch"),
+        "the reason shows without -v:\n{text}"
+    );
+}
+
+#[test]
+fn a_start_queued_by_systemd_is_left_to_systemd() {
+    // At boot bird.service's start job waits for the converge unit.
+    let mut f = fresh();
+    f.units = UnitControl::Systemd;
+    f.bird_unit = Some(ObservedUnit {
+        active_state: "inactive".into(),
+        queued_job: Some(77),
+        ordered_after_caller: Some("underlay.service".into()),
+    });
+    let r = engine::run(&mut f, &desired(HOST), Mode::Apply).unwrap();
+    assert!(f.unit_starts.is_empty(), "{:?}", f.unit_starts);
+    let item = bird_unit_item(&r.plan);
+    assert_eq!(item.action, Action::Ok);
+    assert!(item.after.as_deref().unwrap().contains("job 77"));
+    assert!(r.converged());
+}
+
+#[test]
+fn a_unit_ordered_after_the_caller_is_started_without_waiting() {
+    // Awaiting that job from inside the converge unit would deadlock.
+    let mut f = fresh();
+    f.units = UnitControl::Systemd;
+    f.bird_unit = Some(ObservedUnit {
+        active_state: "inactive".into(),
+        queued_job: None,
+        ordered_after_caller: Some("underlay.service".into()),
+    });
+    let r = engine::run(&mut f, &desired(HOST), Mode::Apply).unwrap();
+    assert_eq!(f.unit_starts, vec![("bird.service".to_string(), false)]);
+    assert!(r.converged(), "queued now, so verification is satisfied");
+    let again = plan_of(&mut f, HOST);
+    assert!(again.is_converged());
+}
+
+#[test]
+fn a_bird_unit_systemd_just_started_is_not_started_again() {
+    // bird.service is Type=simple: active before its control socket exists.
+    let mut f = fresh();
+    engine::run(&mut f, &desired(HOST), Mode::Apply).unwrap();
+    f.units = UnitControl::Systemd;
+    f.bird_unit = Some(ObservedUnit {
+        active_state: "active".into(),
+        ..Default::default()
+    });
+    let p = plan_of(&mut f, HOST);
+    assert!(p.is_converged(), "{p:?}");
+    assert_eq!(bird_unit_item(&p).action, Action::Ok);
 }
 
 const IPIP_ROLE: &str = include_str!("../../../profiles/l3-ecmp-calico-ipip.toml");

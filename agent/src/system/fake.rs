@@ -42,7 +42,12 @@ pub struct FakeSystem {
     pub root: Option<PathBuf>,
     pub in_netns: bool,
     pub reloads: usize,
-    pub systemd: bool,
+    /// Who supervises BIRD (the real system derives it from systemd, --root and --netns).
+    pub units: crate::observed::UnitControl,
+    /// What systemd reports for bird.service while BIRD does not answer.
+    pub bird_unit: Option<crate::observed::ObservedUnit>,
+    /// Every unit start, with its `wait`.
+    pub unit_starts: Vec<(String, bool)>,
     /// Our nftables table as nft would list it.
     pub nft: Option<crate::nft::TableContent>,
     pub nft_reads: usize,
@@ -144,7 +149,18 @@ impl System for FakeSystem {
             addr_proto_supported: self.addr_proto,
             bird_running: q.bird_socket.is_some() && self.bird.is_some(),
             bird_socket: q.bird_socket.clone(),
-            systemd: self.systemd,
+            units: self.units.clone(),
+            bird_unit: match (&self.units, &q.bird_unit) {
+                (crate::observed::UnitControl::Systemd, Some(_)) if self.bird.is_none() => Some(
+                    self.bird_unit
+                        .clone()
+                        .unwrap_or_else(|| crate::observed::ObservedUnit {
+                            active_state: "inactive".into(),
+                            ..Default::default()
+                        }),
+                ),
+                _ => None,
+            },
             nft: q.nft.then(|| {
                 self.nft_reads += 1;
                 crate::nft::ObservedNat {
@@ -238,8 +254,15 @@ impl System for FakeSystem {
                     _ => None,
                 };
             }
-            Op::StartUnit { .. } => {
-                self.bird = Some(Vec::new());
+            Op::StartUnit { unit, wait } => {
+                self.unit_starts.push((unit.clone(), *wait));
+                if *wait {
+                    self.bird = Some(Vec::new());
+                } else {
+                    // Queued behind the unit this run executes in.
+                    let u = self.bird_unit.get_or_insert_with(Default::default);
+                    u.queued_job = Some(42);
+                }
             }
             Op::ReloadBird { .. } => {
                 if self.bird.is_none() {

@@ -35,6 +35,8 @@ pub struct Query {
     pub files: BTreeSet<PathBuf>,
     /// BIRD control socket to probe (logical path).
     pub bird_socket: Option<PathBuf>,
+    /// BIRD's systemd unit, read when BIRD does not answer and units are driven.
+    pub bird_unit: Option<String>,
     /// Read our nftables table (only when wanted or once created by us:
     /// spawning nft costs milliseconds).
     pub nft: bool,

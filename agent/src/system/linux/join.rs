@@ -34,12 +34,14 @@ impl LinuxSystem {
     /// Units are the machine's: drive them only when this run is about the
     /// machine itself.
     fn drives_units(&self) -> Option<&'static str> {
-        if !self.systemd {
-            Some("not managed here (--netns, or no systemd): kubeadm starts the kubelet itself")
-        } else if self.root != Path::new("/") {
-            Some("not managed under a scratch --root: the machine's units are never driven")
-        } else {
-            None
+        match &self.units {
+            crate::observed::UnitControl::Caller => {
+                Some("not managed here (--netns, or no systemd): kubeadm starts the kubelet itself")
+            }
+            crate::observed::UnitControl::ScratchRoot(_) => {
+                Some("not managed under a scratch --root: the machine's units are never driven")
+            }
+            crate::observed::UnitControl::Systemd => None,
         }
     }
 }

@@ -26,7 +26,7 @@ use std::time::Duration;
 use super::files::{Durability, WriteSpec};
 use super::{files, sysctl, BirdProtocol, Query, System, SystemError};
 use crate::desired::Family;
-use crate::observed::{NextHop, Observed, ObservedLink};
+use crate::observed::{NextHop, Observed, ObservedLink, UnitControl};
 use crate::plan::Op;
 use crate::state::State;
 
@@ -39,13 +39,13 @@ pub struct LinuxSystem {
     proc_sys: PathBuf,
     /// Logical path of the state file (below `root`).
     state_path: PathBuf,
-    /// systemd supervises daemons (false inside --netns).
-    systemd: bool,
     /// The run lock, held until this system is dropped.
     lock: Option<nix::fcntl::Flock<std::fs::File>>,
     /// BIRD configs `bird -p` accepted in this run (by sha256).
     checked_bird: HashSet<[u8; 32]>,
     in_netns: bool,
+    /// Whether this run drives the machine's units (systemd, real root, no --netns).
+    units: UnitControl,
 }
 
 pub(super) fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> SystemError {
@@ -57,6 +57,8 @@ impl LinuxSystem {
     /// Opens a strict-checking netlink socket in the current network
     /// namespace (enter `--netns` before calling this).
     /// `in_netns`: running inside `--netns`, where no systemd supervises BIRD.
+    /// A `root` other than `/` never drives the machine's units: they read
+    /// the machine's files, not the ones below the root.
     pub fn new(root: &Path, state_path: &Path, in_netns: bool) -> Result<LinuxSystem, SystemError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -74,15 +76,29 @@ impl LinuxSystem {
             root: root.to_path_buf(),
             proc_sys: PathBuf::from("/proc/sys"),
             state_path: state_path.to_path_buf(),
-            systemd: !in_netns && units::systemd_booted(),
             lock: None,
             checked_bird: HashSet::new(),
             in_netns,
+            units: unit_control(root, in_netns, units::systemd_booted()),
         })
     }
 
     fn state_file(&self) -> PathBuf {
         files::under_root(&self.root, &self.state_path)
+    }
+}
+
+/// Who supervises BIRD for a run with this root.
+pub fn unit_control(root: &Path, in_netns: bool, systemd_booted: bool) -> UnitControl {
+    if in_netns || !systemd_booted {
+        return UnitControl::Caller;
+    }
+    // `--root /.`, `//` and a symlink to / are the machine's root too.
+    let real = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    if real == Path::new("/") {
+        UnitControl::Systemd
+    } else {
+        UnitControl::ScratchRoot(root.to_path_buf())
     }
 }
 
@@ -130,6 +146,18 @@ impl System for LinuxSystem {
         for f in &q.files {
             file_map.insert(f.clone(), files::read(&files::under_root(&self.root, f))?);
         }
+        let bird_running = match &q.bird_socket {
+            Some(sock) => self
+                .rt
+                .block_on(bird::alive(&files::under_root(&self.root, sock))),
+            None => false,
+        };
+        let bird_unit = match &q.bird_unit {
+            Some(unit) if !bird_running && self.units == UnitControl::Systemd => {
+                Some(self.rt.block_on(units::observe(unit))?)
+            }
+            _ => None,
+        };
         Ok(Observed {
             links,
             addresses,
@@ -139,14 +167,10 @@ impl System for LinuxSystem {
             files: file_map,
             state,
             addr_proto_supported: addresses::kernel_has_ifa_proto(),
-            bird_running: match &q.bird_socket {
-                Some(sock) => self
-                    .rt
-                    .block_on(bird::alive(&files::under_root(&self.root, sock))),
-                None => false,
-            },
+            bird_running,
+            units: self.units.clone(),
+            bird_unit,
             bird_socket: q.bird_socket.clone(),
-            systemd: self.systemd,
             nft: if q.nft {
                 Some(crate::nft::observe(&crate::nft::NftCommand::new())?)
             } else {
@@ -224,7 +248,7 @@ impl System for LinuxSystem {
             Op::Nft { change } => crate::nft::apply(&crate::nft::NftCommand::new(), change)
                 .map(|_| ())
                 .map_err(Into::into),
-            Op::StartUnit { unit } => self.rt.block_on(units::start(unit)),
+            Op::StartUnit { unit, wait } => self.rt.block_on(units::start(unit, *wait)),
             Op::ReloadBird { socket } => self
                 .rt
                 .block_on(bird::reload(&files::under_root(&self.root, socket))),
@@ -354,4 +378,24 @@ fn resolve_owner(o: &crate::desired::FileOwner) -> Result<(u32, u32), SystemErro
             o.group
         )))?;
     Ok((user.uid.as_raw(), group.gid.as_raw()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_real_root_drives_the_machines_units() {
+        let sd =
+            |root: &str, netns: bool, booted: bool| unit_control(Path::new(root), netns, booted);
+        assert_eq!(sd("/", false, true), UnitControl::Systemd);
+        assert_eq!(sd("/.", false, true), UnitControl::Systemd);
+        assert_eq!(
+            sd("/tmp", false, true),
+            UnitControl::ScratchRoot(PathBuf::from("/tmp"))
+        );
+        assert_eq!(sd("/", true, true), UnitControl::Caller, "--netns");
+        assert_eq!(sd("/", false, false), UnitControl::Caller, "no systemd");
+        assert_eq!(sd("/tmp", false, false), UnitControl::Caller);
+    }
 }

@@ -1,10 +1,13 @@
-//! systemd units over D-Bus (zbus + zbus_systemd): start a unit and wait for
-//! its job's result. Used to start the host BIRD on a systemd host when it is
-//! not running; never inside `--netns` runs, where the caller supervises BIRD.
+//! systemd units over D-Bus (zbus + zbus_systemd): read a unit's state, start
+//! it and wait for its job's result. Used for the host BIRD on a systemd host
+//! run on its real root; never inside `--netns` runs (the caller supervises
+//! BIRD there) nor under a scratch `--root` (the machine's units read the
+//! machine's /etc, not the root's).
 
 use futures_util::StreamExt;
-use zbus_systemd::systemd1::ManagerProxy;
+use zbus_systemd::systemd1::{ManagerProxy, UnitProxy};
 
+use crate::observed::ObservedUnit;
 use crate::system::SystemError;
 
 fn dbus(what: &str) -> impl Fn(zbus::Error) -> SystemError + '_ {
@@ -16,13 +19,64 @@ pub fn systemd_booted() -> bool {
     std::path::Path::new("/run/systemd/system").is_dir()
 }
 
-pub async fn start(unit: &str) -> Result<(), SystemError> {
+async fn manager() -> Result<(zbus::Connection, ManagerProxy<'static>), SystemError> {
     let conn = zbus::Connection::system()
         .await
         .map_err(dbus("connecting to the system bus"))?;
     let manager = ManagerProxy::new(&conn)
         .await
         .map_err(dbus("systemd1 manager"))?;
+    Ok((conn, manager))
+}
+
+async fn unit_proxy<'a>(
+    conn: &zbus::Connection,
+    path: zbus::OwnedObjectPath,
+) -> Result<UnitProxy<'a>, SystemError> {
+    UnitProxy::new(conn, path).await.map_err(dbus("unit proxy"))
+}
+
+/// The unit's state, a job already queued for it, and whether it is ordered
+/// after the unit this process runs in while that unit is still starting (a
+/// start job queued now would wait for this very process).
+pub async fn observe(unit: &str) -> Result<ObservedUnit, SystemError> {
+    let (conn, manager) = manager().await?;
+    let path = manager
+        .load_unit(unit.to_string())
+        .await
+        .map_err(dbus("LoadUnit"))?;
+    let u = unit_proxy(&conn, path).await?;
+    let active_state = u.active_state().await.map_err(dbus("ActiveState"))?;
+    let (job, _) = u.job().await.map_err(dbus("Job"))?;
+    let mut ordered_after_caller = None;
+    // A process outside any service (a login session's scope) gets its
+    // scope here, which is never "activating".
+    if let Ok(own) = manager.get_unit_by_pid(std::process::id()).await {
+        let own = unit_proxy(&conn, own).await?;
+        let own_id = own.id().await.map_err(dbus("Id"))?;
+        let own_state = own.active_state().await.map_err(dbus("ActiveState"))?;
+        let after = u.after().await.map_err(dbus("After"))?;
+        if own_state == "activating" && after.contains(&own_id) {
+            ordered_after_caller = Some(own_id);
+        }
+    }
+    Ok(ObservedUnit {
+        active_state,
+        queued_job: (job != 0).then_some(job),
+        ordered_after_caller,
+    })
+}
+
+/// Starts `unit`; with `wait`, until systemd reports its job's result.
+pub async fn start(unit: &str, wait: bool) -> Result<(), SystemError> {
+    let (_conn, manager) = manager().await?;
+    if !wait {
+        manager
+            .start_unit(unit.to_string(), "replace".to_string())
+            .await
+            .map_err(dbus("StartUnit"))?;
+        return Ok(());
+    }
     // Subscribe before starting so the JobRemoved signal cannot be missed.
     manager.subscribe().await.map_err(dbus("subscribing"))?;
     let mut removed = manager
@@ -96,7 +150,7 @@ pub async fn enable_and_start(unit: &str) -> Result<Ensured, SystemError> {
     let started_now = if matches!(active_state.as_str(), "active" | "activating" | "reloading") {
         false
     } else {
-        start(unit).await?;
+        start(unit, true).await?;
         true
     };
     Ok(Ensured {
