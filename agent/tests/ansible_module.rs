@@ -1,0 +1,206 @@
+//! The Ansible module `underlay.fabric.converge` run through the real
+//! `ansible-playbook` (ansible-core from PyPI in a venv that
+//! vm-tests/ansible-venv.sh creates), never by importing it: check mode,
+//! a real run, a no-op second run, --diff, and a bad profile, against a
+//! network namespace and a scratch root. Needs root, python3-venv and PyPI
+//! (or an existing venv); fails loudly without them.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{host_facts, Lab, PROFILE_SYSCTLS, ROLE};
+use serde_json::Value;
+
+const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+/// The venv's bin directory, created on first use (shared by every test that
+/// needs ansible-core; the script serializes with flock).
+fn ansible_bin() -> PathBuf {
+    let out = Command::new(format!("{REPO}/vm-tests/ansible-venv.sh"))
+        .output()
+        .expect("run vm-tests/ansible-venv.sh");
+    assert!(
+        out.status.success(),
+        "cannot create the ansible-core venv (needs python3-venv and PyPI): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("bin")
+}
+
+const PLAYBOOK: &str = r#"---
+- name: converge one namespace host with underlay.fabric.converge
+  hosts: all
+  gather_facts: false
+  tasks:
+    - block:
+        - name: converge
+          underlay.fabric.converge:
+            profile: "{{ ul_profile }}"
+            host: "{{ ul_host }}"
+            netns: "{{ ul_netns }}"
+            root: "{{ ul_root }}"
+            binary: "{{ ul_binary }}"
+          register: result
+      always:
+        - name: keep the module's result for the test
+          ansible.builtin.copy:
+            content: "{{ result | to_nice_json }}"
+            dest: "{{ ul_out }}"
+            mode: "0600"
+          check_mode: false
+          diff: false
+          changed_when: false
+"#;
+
+struct Play {
+    code: i32,
+    stdout: String,
+    result: Value,
+}
+
+fn run_playbook(lab: &Lab, bin: &Path, role: &Path, host: &Path, extra: &[&str]) -> Play {
+    let dir = lab.root().join("ansible");
+    std::fs::create_dir_all(&dir).unwrap();
+    let playbook = dir.join("site.yml");
+    std::fs::write(&playbook, PLAYBOOK).unwrap();
+    let out_file = dir.join("result.json");
+    let _ = std::fs::remove_file(&out_file);
+    let root = lab.root().join("hostroot");
+    std::fs::create_dir_all(&root).unwrap();
+    let vars = serde_json::json!({
+        "ul_profile": role,
+        "ul_host": host,
+        "ul_netns": lab.host,
+        "ul_root": root,
+        "ul_binary": env!("CARGO_BIN_EXE_underlay"),
+        "ul_out": out_file,
+        "ansible_connection": "local",
+        "ansible_python_interpreter": bin.join("python3"),
+    });
+    let out = Command::new(bin.join("ansible-playbook"))
+        .arg("-i")
+        .arg("nshost,")
+        .arg(&playbook)
+        .arg("-e")
+        .arg(vars.to_string())
+        .args(extra)
+        // Everything Ansible keeps goes below the test's directory, never ~/.ansible.
+        .env("ANSIBLE_HOME", dir.join("home"))
+        .env("ANSIBLE_LOCAL_TEMP", dir.join("tmp"))
+        .env("ANSIBLE_COLLECTIONS_PATH", format!("{REPO}/packaging/ansible"))
+        .env("ANSIBLE_NOCOLOR", "1")
+        .env("ANSIBLE_RETRY_FILES_ENABLED", "0")
+        .output()
+        .expect("run ansible-playbook");
+    let stdout = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&out_file)
+        .unwrap_or_else(|e| panic!("no module result in {} ({e}):\n{stdout}", out_file.display()));
+    Play {
+        code: out.status.code().unwrap_or(-1),
+        result: serde_json::from_str(&text).unwrap(),
+        stdout,
+    }
+}
+
+fn state_file(lab: &Lab) -> PathBuf {
+    lab.root().join("hostroot/var/lib/underlay/state.json")
+}
+
+#[test]
+fn module_check_apply_noop_diff_and_bad_profile() {
+    let lab = Lab::new();
+    let bin = ansible_bin();
+    let role = Path::new(ROLE);
+    let host = lab.write_host("host.toml", &host_facts(&["tor-a", "tor-b"]));
+
+    // Check mode on a fresh host: would change, changes nothing.
+    let before = lab.snapshot(PROFILE_SYSCTLS);
+    let p = run_playbook(&lab, &bin, role, &host, &["--check"]);
+    assert_eq!(p.code, 0, "{}", p.stdout);
+    assert_eq!(p.result["changed"], true, "{}", p.result);
+    assert!(p.result["summary"]["create"].as_u64().unwrap() > 0);
+    assert_eq!(p.result["cmd"][1], "plan", "check mode must run plan");
+    assert_eq!(
+        lab.snapshot(PROFILE_SYSCTLS),
+        before,
+        "check mode changed the host"
+    );
+    assert!(!state_file(&lab).exists(), "check mode wrote the state file");
+    assert!(
+        !lab.root().join("hostroot/etc").exists(),
+        "check mode wrote files"
+    );
+
+    // A real run with --diff: converged, and the diff shows before/after.
+    let p = run_playbook(&lab, &bin, role, &host, &["--diff"]);
+    assert_eq!(p.code, 0, "{}", p.stdout);
+    assert_eq!(p.result["changed"], true, "{}", p.result);
+    assert_eq!(p.result["converged"], true, "{}", p.result);
+    assert_eq!(p.result["cmd"][1], "apply");
+    let diff = p.result["diff"].as_array().expect("diff in --diff mode");
+    let lo = diff
+        .iter()
+        .find(|d| d["before_header"] == "address 10.10.0.11/32 dev lo (absent)")
+        .unwrap_or_else(|| panic!("no diff for the service IP: {diff:#?}"));
+    assert_eq!(lo["before"], "");
+    assert_eq!(lo["after"], "10.10.0.11/32 dev lo scope global\n");
+    // The default callback renders it as a unified diff.
+    assert!(
+        p.stdout
+            .contains("+++ after: address 10.10.0.11/32 dev lo (create)"),
+        "{}",
+        p.stdout
+    );
+    assert!(
+        p.stdout.contains("+10.10.0.11/32 dev lo scope global"),
+        "{}",
+        p.stdout
+    );
+    assert!(
+        p.stdout.contains("-0\n+1") || p.stdout.contains("net.ipv4.ip_forward (before)"),
+        "no sysctl before/after in the diff: {}",
+        p.stdout
+    );
+    assert!(p.result["durations_ms"]["total"].as_f64().unwrap() > 0.0);
+    let addrs = lab.ip_json(&["addr", "show", "dev", "lo"]).to_string();
+    assert!(addrs.contains("10.10.0.11"), "{addrs}");
+    let converged = lab.snapshot(PROFILE_SYSCTLS);
+
+    // Second run: nothing to do.
+    let p = run_playbook(&lab, &bin, role, &host, &["--diff"]);
+    assert_eq!(p.code, 0, "{}", p.stdout);
+    assert_eq!(p.result["changed"], false, "{}", p.result);
+    assert_eq!(p.result["converged"], true);
+    assert!(p.result.get("diff").is_none(), "{}", p.result);
+    assert!(p.stdout.contains("changed=0"), "{}", p.stdout);
+
+    // A bad profile: failed, the message names file:line:col, nothing changed.
+    let text = std::fs::read_to_string(role).unwrap();
+    let bad_text = text.replacen("protocol = 211", "protocol = \"two-eleven\"", 1);
+    let line = bad_text
+        .lines()
+        .position(|l| l.contains("two-eleven"))
+        .unwrap()
+        + 1;
+    let bad = lab.write_host("bad-profile.toml", &bad_text);
+    let p = run_playbook(&lab, &bin, &bad, &host, &[]);
+    assert_ne!(p.code, 0, "{}", p.stdout);
+    assert_eq!(p.result["failed"], true, "{}", p.result);
+    assert_eq!(p.result["changed"], false);
+    assert_eq!(p.result["failure"]["kind"], "input");
+    let msg = p.result["msg"].as_str().unwrap();
+    let loc = format!("{}:{line}:12", bad.display());
+    assert!(msg.contains(&loc), "msg {msg:?} does not name {loc}");
+    assert!(p.stdout.contains("failed=1"), "{}", p.stdout);
+    assert_eq!(
+        lab.snapshot(PROFILE_SYSCTLS),
+        converged,
+        "a bad profile changed the host"
+    );
+}
