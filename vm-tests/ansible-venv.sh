@@ -10,6 +10,8 @@ set -euo pipefail
 venv="${UNDERLAY_ANSIBLE_VENV:-/var/cache/underlay-tests/venv}"
 spec="${ANSIBLE_CORE_SPEC:-ansible-core}"
 mkdir -p "$(dirname "$venv")"
+# Even `--version` creates ~/.ansible/tmp: keep Ansible's files out of $HOME.
+export ANSIBLE_HOME="$venv.home" ANSIBLE_LOCAL_TEMP="$venv.home/tmp"
 exec 9>"$venv.lock"
 flock 9
 if ! "$venv/bin/ansible-playbook" --version >/dev/null 2>&1; then

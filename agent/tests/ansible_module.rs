@@ -89,7 +89,11 @@ fn run_playbook(lab: &Lab, bin: &Path, role: &Path, host: &Path, extra: &[&str])
         // Everything Ansible keeps goes below the test's directory, never ~/.ansible.
         .env("ANSIBLE_HOME", dir.join("home"))
         .env("ANSIBLE_LOCAL_TEMP", dir.join("tmp"))
-        .env("ANSIBLE_COLLECTIONS_PATH", format!("{REPO}/packaging/ansible"))
+        .env("ANSIBLE_REMOTE_TEMP", dir.join("remote-tmp"))
+        .env(
+            "ANSIBLE_COLLECTIONS_PATH",
+            format!("{REPO}/packaging/ansible"),
+        )
         .env("ANSIBLE_NOCOLOR", "1")
         .env("ANSIBLE_RETRY_FILES_ENABLED", "0")
         .output()
@@ -99,8 +103,12 @@ fn run_playbook(lab: &Lab, bin: &Path, role: &Path, host: &Path, extra: &[&str])
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = std::fs::read_to_string(&out_file)
-        .unwrap_or_else(|e| panic!("no module result in {} ({e}):\n{stdout}", out_file.display()));
+    let text = std::fs::read_to_string(&out_file).unwrap_or_else(|e| {
+        panic!(
+            "no module result in {} ({e}):\n{stdout}",
+            out_file.display()
+        )
+    });
     Play {
         code: out.status.code().unwrap_or(-1),
         result: serde_json::from_str(&text).unwrap(),
@@ -131,7 +139,10 @@ fn module_check_apply_noop_diff_and_bad_profile() {
         before,
         "check mode changed the host"
     );
-    assert!(!state_file(&lab).exists(), "check mode wrote the state file");
+    assert!(
+        !state_file(&lab).exists(),
+        "check mode wrote the state file"
+    );
     assert!(
         !lab.root().join("hostroot/etc").exists(),
         "check mode wrote files"

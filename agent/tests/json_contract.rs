@@ -78,8 +78,8 @@ fn an_op_the_host_refuses_is_a_system_failure_with_its_resource() {
     let mut sys = host();
     sys.fail_at = Some(3);
     let r = engine::run(&mut sys, &d, Mode::Apply).unwrap();
-    let doc = serde_json::to_value(Document::of_report(&r, &ctx("apply"), None, r.exit_code()))
-        .unwrap();
+    let doc =
+        serde_json::to_value(Document::of_report(&r, &ctx("apply"), None, r.exit_code())).unwrap();
     schema_check::assert_valid(&doc);
     assert_eq!(doc["failed"], true);
     assert_eq!(doc["exit_code"], 1);
@@ -143,5 +143,8 @@ fn a_document_missing_a_field_breaks_the_schema() {
     let mut doc = doc_for(Mode::Plan, &mut sys);
     doc.as_object_mut().unwrap().remove("failure");
     let result = std::panic::catch_unwind(|| schema_check::assert_valid(&doc));
-    assert!(result.is_err(), "a document without `failure` passed the schema");
+    assert!(
+        result.is_err(),
+        "a document without `failure` passed the schema"
+    );
 }
