@@ -8,8 +8,8 @@ use serde::Serialize;
 use crate::engine::{Mode, Report};
 use crate::error::ErrorKind;
 use crate::gates::Outcome;
-use crate::profile::Problem;
 use crate::plan::{Action, Item, Plan};
+use crate::profile::Problem;
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct Summary {

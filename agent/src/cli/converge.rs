@@ -40,7 +40,8 @@ pub fn run(
     } else if mode == Mode::Status {
         // Status shows the gates as they stand now, without waiting.
         let spec = gates::spec(&desired, &report.target, Some(Duration::ZERO));
-        outcome = Some(gates::wait(&mut sys, &spec, |_, _| {}).map_err(|e| Failed::system(c, verb, &e))?);
+        outcome =
+            Some(gates::wait(&mut sys, &spec, |_, _| {}).map_err(|e| Failed::system(c, verb, &e))?);
     }
     let ctx = Context {
         command: verb,

@@ -142,7 +142,6 @@ pub struct Common {
     verbose: u8,
 }
 
-
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
