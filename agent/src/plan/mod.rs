@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::desired::{RuleSpec, SysctlKey};
 use crate::observed::{Observed, Scope};
+pub use sysctls::normalize as normalize_sysctl;
 pub use target::{resolve, BgpInputs, BirdTarget, ResolveError, Target, Template};
 
 /// One change to the system. Recorded by the fake system in tests; never raw
@@ -75,6 +76,10 @@ pub enum Op {
     },
     /// Start a systemd unit over D-Bus and wait for its job.
     StartUnit {
+        unit: String,
+    },
+    /// Stop a systemd unit over D-Bus (a rollback of a unit we started).
+    StopUnit {
         unit: String,
     },
     /// Create, replace or delete our nftables table in one transaction.

@@ -206,6 +206,9 @@ impl System for FakeSystem {
             Op::StartUnit { .. } => {
                 self.bird = Some(Vec::new());
             }
+            Op::StopUnit { .. } => {
+                self.bird = None;
+            }
             Op::ReloadBird { .. } => {
                 if self.bird.is_none() {
                     return Err(SystemError::Other("no BIRD to reload".into()));

@@ -187,6 +187,7 @@ impl System for LinuxSystem {
                 .map(|_| ())
                 .map_err(Into::into),
             Op::StartUnit { unit } => self.rt.block_on(units::start(unit)),
+            Op::StopUnit { unit } => self.rt.block_on(units::stop(unit)),
             Op::ReloadBird { socket } => self
                 .rt
                 .block_on(bird::reload(&files::under_root(&self.root, socket))),
