@@ -89,6 +89,13 @@ pub enum EngineError {
     System(#[from] SystemError),
     #[error("{0}")]
     Refused(String),
+    /// Another run holds what this one needs (a safe apply in its window).
+    #[error("{0}")]
+    Busy(String),
+    #[error("safe-apply checkpoint (checkpoint.json beside the state file): {0}")]
+    Checkpoint(String),
+    #[error(transparent)]
+    Rollback(#[from] crate::rollback::RollbackError),
 }
 
 impl EngineError {
@@ -98,6 +105,10 @@ impl EngineError {
             // does not render, a refused profile: fix the input.
             EngineError::Resolve(_) | EngineError::Refused(_) => crate::error::ErrorKind::Input,
             EngineError::System(e) => e.kind(),
+            EngineError::Busy(_) => crate::error::ErrorKind::Transient,
+            EngineError::Checkpoint(_) | EngineError::Rollback(_) => {
+                crate::error::ErrorKind::System
+            }
         }
     }
 }
@@ -186,6 +197,23 @@ pub fn check_netns_safe(d: &Desired) -> Result<(), EngineError> {
 }
 
 pub fn run(sys: &mut dyn System, d: &Desired, mode: Mode) -> Result<Report, EngineError> {
+    run_with(sys, d, mode, None)
+}
+
+/// Called between plan and the first change with the plan and the
+/// observation it came from (the safe apply records its checkpoint here).
+/// Not called when there is nothing to change; an error stops the run
+/// before anything changed.
+pub type BeforeApply<'a> =
+    &'a mut dyn FnMut(&mut dyn System, &Target, &Plan, &Observed) -> Result<(), EngineError>;
+
+/// [`run`], with a hook before the first change (apply only).
+pub fn run_with(
+    sys: &mut dyn System,
+    d: &Desired,
+    mode: Mode,
+    before_apply: Option<BeforeApply>,
+) -> Result<Report, EngineError> {
     let t0 = Instant::now();
     let (target, observed) = observe(sys, d, None)?;
     let mut durations = Durations {
@@ -210,6 +238,11 @@ pub fn run(sys: &mut dyn System, d: &Desired, mode: Mode) -> Result<Report, Engi
         return Ok(report);
     }
 
+    if let Some(hook) = before_apply {
+        if !report.plan.is_converged() {
+            hook(sys, &target, &report.plan, &observed)?;
+        }
+    }
     let t2 = Instant::now();
     let mut applied: Vec<Op> = Vec::new();
     'items: for item in report.plan.changes() {

@@ -4,6 +4,7 @@
 //! Evaluation is pure (`evaluate`); `wait` polls the system until all pass or
 //! the timeout expires, reporting progress.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,9 @@ pub struct Spec {
     /// (then only the uplinks gate applies).
     pub socket: Option<PathBuf>,
     pub timeout: Duration,
+    /// A TCP connection the safe apply must make through the fabric
+    /// (`apply --confirm SECS --probe ADDR:PORT`).
+    pub probe: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -44,6 +48,8 @@ pub struct Readings {
     /// `Err`: BIRD did not answer (message kept as evidence).
     pub protocols: Result<Vec<BirdProtocol>, String>,
     pub exported: Vec<(String, Vec<IpNet>)>,
+    /// The probe's outcome, when the spec has one (`Err`: why it failed).
+    pub probe: Option<Result<(), String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -57,6 +63,32 @@ pub const UPLINKS_UP: &str = "uplinks-up";
 pub const BGP_ESTABLISHED: &str = "bgp-established";
 pub const ECMP_PATHS: &str = "ecmp-paths";
 pub const SERVICE_EXPORTED: &str = "service-exported";
+pub const PROBE: &str = "probe";
+
+/// How long one probe connection may take: a poll every 100 ms must not
+/// stall on a black-holed address.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
+
+fn probe_gate(spec: &Spec, r: &Readings) -> Option<Gate> {
+    let addr = spec.probe?;
+    Some(match &r.probe {
+        Some(Ok(())) => Gate {
+            name: PROBE,
+            passed: true,
+            evidence: format!("TCP {addr} connected"),
+        },
+        Some(Err(e)) => Gate {
+            name: PROBE,
+            passed: false,
+            evidence: e.clone(),
+        },
+        None => Gate {
+            name: PROBE,
+            passed: false,
+            evidence: format!("TCP {addr} not tried"),
+        },
+    })
+}
 
 pub fn evaluate(spec: &Spec, r: &Readings) -> Vec<Gate> {
     let mut gates = Vec::new();
@@ -84,6 +116,7 @@ pub fn evaluate(spec: &Spec, r: &Readings) -> Vec<Gate> {
     });
 
     if spec.socket.is_none() {
+        gates.extend(probe_gate(spec, r));
         return gates;
     }
     let (bgp_ok, bgp_evidence) = match &r.protocols {
@@ -166,6 +199,7 @@ pub fn evaluate(spec: &Spec, r: &Readings) -> Vec<Gate> {
         passed: ok,
         evidence: ev.join(", "),
     });
+    gates.extend(probe_gate(spec, r));
     gates
 }
 
@@ -180,12 +214,14 @@ pub fn family_of_protocol(name: &str) -> Family {
 
 pub fn read(sys: &mut dyn System, spec: &Spec) -> Result<Readings, SystemError> {
     let links = sys.links()?;
+    let probe = spec.probe.map(|a| sys.tcp_probe(a, PROBE_TIMEOUT));
     let Some(socket) = &spec.socket else {
         return Ok(Readings {
             links,
             nexthops: Vec::new(),
             protocols: Ok(Vec::new()),
             exported: Vec::new(),
+            probe,
         });
     };
     let nexthops = sys.default_nexthops(spec.host_table, Family::Ipv4)?;
@@ -201,6 +237,7 @@ pub fn read(sys: &mut dyn System, spec: &Spec) -> Result<Readings, SystemError> 
         nexthops,
         protocols,
         exported,
+        probe,
     })
 }
 
@@ -234,6 +271,7 @@ pub fn spec(
         socket: t.bird.as_ref().map(|b| b.socket.clone()),
         timeout: timeout
             .unwrap_or_else(|| Duration::from_secs(u64::from(bgp.map_or(60, |b| b.timeout_s)))),
+        probe: None,
     }
 }
 
@@ -295,6 +333,7 @@ mod tests {
             service: vec!["10.10.0.11/32".parse().unwrap()],
             socket: Some("/run/bird/bird.ctl".into()),
             timeout: Duration::from_secs(1),
+            probe: None,
         }
     }
 
@@ -338,6 +377,7 @@ mod tests {
                 proto("tor_b", "Established"),
             ]),
             exported: vec![("tor_a".into(), vec![svc]), ("tor_b".into(), vec![svc])],
+            probe: None,
         }
     }
 
@@ -390,6 +430,19 @@ mod tests {
         let g = evaluate(&spec(), &r);
         assert_eq!(failed(&g), [BGP_ESTABLISHED, SERVICE_EXPORTED]);
         assert!(g[1].evidence.contains("BIRD not answering"));
+    }
+
+    #[test]
+    fn a_probe_is_one_more_gate_with_its_error_as_evidence() {
+        let mut s = spec();
+        s.probe = Some("10.96.0.1:443".parse().unwrap());
+        let mut r = healthy();
+        r.probe = Some(Err("connect 10.96.0.1:443: connection timed out".into()));
+        let g = evaluate(&s, &r);
+        assert_eq!(failed(&g), [PROBE]);
+        assert!(g[4].evidence.contains("timed out"));
+        r.probe = Some(Ok(()));
+        assert!(failed(&evaluate(&s, &r)).is_empty());
     }
 
     #[test]

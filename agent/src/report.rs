@@ -185,6 +185,12 @@ pub struct Document {
     pub durations_ms: DurationsDoc,
     /// Whether the kernel reports address protocols (IFA_PROTO).
     pub address_protocol_supported: Option<bool>,
+    /// This run rolled the host back: its own safe apply (exit 4), or the
+    /// checkpoint of a safe apply that died in its window (then converged).
+    pub rolled_back: bool,
+    /// What the rollback did and why (`rollback.checkpoint` names the dead
+    /// run when it was its checkpoint).
+    pub rollback: Option<crate::confirm::RollbackDoc>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -275,7 +281,7 @@ impl Document {
             netns: ctx.netns.map(str::to_string),
             changed: r.changed(),
             // Pending changes (plan exit 2) are not a failure.
-            failed: exit_code == 1 || exit_code == 3,
+            failed: matches!(exit_code, 1 | 3 | 4),
             msg,
             exit_code,
             converged: Some(r.converged()),
@@ -297,7 +303,36 @@ impl Document {
                 total: ctx.total_ms,
             },
             address_protocol_supported: Some(r.addr_proto_supported),
+            rolled_back: false,
+            rollback: None,
         }
+    }
+
+    /// Adds what a rollback did: `recovered` (a dead run's checkpoint, rolled
+    /// back before this run converged) or `own` (this safe apply's, exit 4).
+    pub fn with_rollback(
+        mut self,
+        recovered: Option<crate::confirm::RollbackDoc>,
+        own: Option<crate::confirm::RollbackDoc>,
+    ) -> Self {
+        match (&own, &recovered) {
+            (Some(rb), _) => self.msg = format!("rolled back: {}", rb.reason),
+            (None, Some(rb)) => {
+                let pid = rb.checkpoint.as_ref().map_or(0, |c| c.pid);
+                self.msg = format!(
+                    "{} (after rolling back the checkpoint pid {pid} left)",
+                    self.msg
+                );
+            }
+            (None, None) => {}
+        }
+        let rb = own.or(recovered);
+        if let Some(r) = &rb {
+            self.changed |= r.ops > 0;
+        }
+        self.rolled_back = rb.is_some();
+        self.rollback = rb;
+        self
     }
 
     /// A run that failed before it had a report: bad input, a namespace
@@ -335,8 +370,33 @@ impl Document {
                 ..DurationsDoc::default()
             },
             address_protocol_supported: None,
+            rolled_back: false,
+            rollback: None,
         }
     }
+}
+
+pub fn rollback_human(rb: &crate::confirm::RollbackDoc) -> String {
+    let mut out = String::new();
+    let head = if rb.checkpoint.is_some() {
+        "ROLLED BACK first"
+    } else {
+        "ROLLED BACK"
+    };
+    let _ = writeln!(out, "{head} in {:.1} ms: {}", rb.elapsed_ms, rb.reason);
+    for r in &rb.restored {
+        let _ = writeln!(out, "  restored {r}");
+    }
+    for e in &rb.errors {
+        let _ = writeln!(out, "  FAILED {e}");
+    }
+    if !rb.errors.is_empty() {
+        let _ = writeln!(
+            out,
+            "the checkpoint is kept: the next apply tries the rollback again"
+        );
+    }
+    out
 }
 
 pub fn gates_human(g: &crate::gates::Outcome) -> String {

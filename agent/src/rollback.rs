@@ -254,18 +254,48 @@ pub fn record<'a>(ops: impl IntoIterator<Item = &'a Op>, pre: &Observed) -> Vec<
 /// Reverse order of the apply (BGP first, files last), then a BIRD reload
 /// once everything it refers to is back.
 pub fn plan_rollback(records: &[Restore], now: &Observed) -> Result<Vec<Op>, RollbackError> {
-    let mut ops = Vec::new();
+    Ok(plan_rollback_steps(records, now)?
+        .into_iter()
+        .flat_map(|s| s.ops)
+        .collect())
+}
+
+/// One object put back: what it is and the ops that do it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub what: String,
+    pub ops: Vec<Op>,
+}
+
+/// [`plan_rollback`], grouped per object (objects already as recorded are
+/// left out).
+pub fn plan_rollback_steps(
+    records: &[Restore],
+    now: &Observed,
+) -> Result<Vec<Step>, RollbackError> {
+    let mut steps = Vec::new();
     let mut reload = None;
     for r in records.iter().rev() {
         match r {
             Restore::BirdReload { socket } => reload = Some(socket.clone()),
-            other => ops.extend(restore_ops(other, Some(now))?),
+            other => {
+                let ops = restore_ops(other, Some(now))?;
+                if !ops.is_empty() {
+                    steps.push(Step {
+                        what: other.describe(),
+                        ops,
+                    });
+                }
+            }
         }
     }
     if let Some(socket) = reload.filter(|_| now.bird_running) {
-        ops.push(Op::ReloadBird { socket });
+        steps.push(Step {
+            what: "BIRD reloaded its restored config".into(),
+            ops: vec![Op::ReloadBird { socket }],
+        });
     }
-    Ok(ops)
+    Ok(steps)
 }
 
 /// The ops that undo one applied op, given the pre-apply observation: the
