@@ -69,7 +69,7 @@ pub fn broken_facts(h: &Host) -> String {
     for tor in Tor::ALL {
         text = text.replace(
             &format!("peer_asn = {}", tor.asn()),
-            &format!("peer_asn = {}", tor.asn() + 100),
+            &format!("peer_asn = {}", tor.asn() + 900),
         );
     }
     text
@@ -150,6 +150,20 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<()> {
     for h in lab.hosts() {
         wait_ssh(lab, &h, Duration::from_secs(10))?;
     }
+    // IPv6 link-locals (pod veth, mgmt0) finish duplicate detection, so a
+    // before/after snapshot of a host shows only what a run changed.
+    for h in lab.hosts() {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cmd::ip(&h.netns, &["-6", "addr", "show", "tentative"])?
+            .trim()
+            .is_empty()
+        {
+            if Instant::now() > deadline {
+                bail!("{}: IPv6 addresses still tentative after 10 s", h.name);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
     Ok(())
 }
 
@@ -197,6 +211,14 @@ fn ensure_mgmt(lab: &Lab) -> Result<()> {
     for h in lab.hosts() {
         let port = format!("m{}", h.name);
         topology::ensure_veth(&h.netns, MGMT_IF, &m, &port, 1500)?;
+        // No duplicate address detection: a link-local address turning from
+        // tentative to valid would show up as a change in before/after
+        // snapshots that has nothing to do with underlay.
+        cmd::sysctl(
+            &h.netns,
+            &format!("net.ipv6.conf.{MGMT_IF}.accept_dad"),
+            "0",
+        )?;
         cmd::ip(&m, &["link", "set", &port, "master", MGMT_BRIDGE, "up"])?;
         cmd::ip(
             &h.netns,
@@ -271,11 +293,12 @@ fn sshd_pid(lab: &Lab, h: &Host) -> Option<u32> {
         .trim()
         .parse()
         .ok()?;
+    // sshd rewrites its process title ("sshd: /usr/sbin/sshd -f CONF
+    // [listener] ..."), so the config path is looked for anywhere in it.
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let conf = ssh_dir(lab, h).join("sshd_config");
     String::from_utf8_lossy(&cmdline)
-        .split('\0')
-        .any(|a| Path::new(a) == conf)
+        .contains(&*conf.to_string_lossy())
         .then_some(pid)
 }
 
@@ -308,6 +331,39 @@ fn ssh_config(lab: &Lab) -> String {
         kh = fd.join("known_hosts").display(),
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recap_failed_and_unreachable_hosts() {
+        let out = "PLAY RECAP *****\n\
+            h1                         : ok=1    changed=0    unreachable=0    failed=0    skipped=0\n\
+            h2                         : ok=0    changed=0    unreachable=0    failed=1    skipped=0\n\
+            h3                         : ok=0    changed=0    unreachable=1    failed=0    skipped=0\n";
+        let m = parse_recap(out);
+        assert_eq!(m["h1"], false);
+        assert_eq!(m["h2"], true);
+        assert_eq!(m["h3"], true);
+    }
+
+    #[test]
+    fn broken_facts_change_only_the_peer_asns() {
+        let lab = Lab::new(Path::new("/tmp/x"), "ul-", 2).unwrap();
+        let h = lab.host(1);
+        let good = agent::render_host_facts(&h);
+        let bad = broken_facts(&h);
+        assert!(bad.contains("peer_asn = 65901") && bad.contains("peer_asn = 65902"));
+        assert_eq!(good.lines().count(), bad.lines().count());
+        let differ = good
+            .lines()
+            .zip(bad.lines())
+            .filter(|(a, b)| a != b)
+            .count();
+        assert_eq!(differ, 2);
+    }
 }
 
 fn ansible_cfg(lab: &Lab) -> String {
@@ -500,6 +556,7 @@ pub fn run(lab: &Lab, opts: &RunOptions) -> Result<FleetRun> {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    let recap = parse_recap(&output);
     let mut hosts = vec![];
     for h in lab.hosts() {
         let Ok(text) = std::fs::read_to_string(tree.join(&h.name)) else {
@@ -509,7 +566,8 @@ pub fn run(lab: &Lab, opts: &RunOptions) -> Result<FleetRun> {
         hosts.push(HostResult {
             host: h.name.clone(),
             changed: v["changed"].as_bool().unwrap_or(false),
-            failed: v["failed"].as_bool().unwrap_or(false) || v["unreachable"] == true,
+            // The dump drops Ansible's own `failed` flag: the recap has it.
+            failed: recap.get(&h.name).copied().unwrap_or(true),
             rolled_back: v["rolled_back"].as_bool().unwrap_or(false),
             msg: v["msg"].as_str().unwrap_or_default().to_string(),
             agent_ms: v["durations_ms"]["total"].as_f64(),
@@ -522,6 +580,24 @@ pub fn run(lab: &Lab, opts: &RunOptions) -> Result<FleetRun> {
         hosts,
         output,
     })
+}
+
+/// Per host, whether PLAY RECAP counts it failed or unreachable.
+pub fn parse_recap(output: &str) -> std::collections::BTreeMap<String, bool> {
+    let mut m = std::collections::BTreeMap::new();
+    let Some(start) = output.find("PLAY RECAP") else {
+        return m;
+    };
+    for line in output[start..].lines().skip(1) {
+        let Some((host, counts)) = line.split_once(" : ") else {
+            continue;
+        };
+        let bad = counts.split_whitespace().any(
+            |kv| matches!(kv.split_once('='), Some(("failed" | "unreachable", n)) if n != "0"),
+        );
+        m.insert(host.trim().to_string(), bad);
+    }
+    m
 }
 
 pub fn render_run(r: &FleetRun) -> String {

@@ -306,10 +306,6 @@ def failure_msg(doc):
         "%s:%s:%s: %s: %s" % (p["file"], p["line"], p["column"], p["key"], p["message"])
         for p in problems[1:]
     ]
-    if doc.get("rolled_back"):
-        rb = doc.get("rollback") or {}
-        if rb.get("reason"):
-            msg = "%s (rolled back: %s)" % (msg, rb["reason"])
     return "; ".join([msg] + extra)
 
 
