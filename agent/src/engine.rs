@@ -1,7 +1,7 @@
 //! The pipeline, in one direction: observe → resolve → plan (pure) → apply →
 //! verify (observe again; the plan must be empty). Shared by every verb.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -49,6 +49,10 @@ pub struct Report {
     /// The resolved target of the last observation (the readiness gates
     /// are built from it, so callers never observe again for it).
     pub target: Target,
+    /// After a part-way failure: what the rollback undid, one line per op.
+    pub rolled_back: Vec<String>,
+    /// This run found and settled the intents of a run that was killed.
+    pub recovered: bool,
 }
 
 impl Report {
@@ -89,13 +93,13 @@ pub enum EngineError {
     System(#[from] SystemError),
     #[error("{0}")]
     Refused(String),
+    #[error("refused before any change:\n  {}", .0.join("\n  "))]
+    Preflight(Vec<String>, crate::error::ErrorKind),
     /// Another run holds what this one needs (a safe apply in its window).
     #[error("{0}")]
     Busy(String),
     #[error("safe-apply checkpoint (checkpoint.json beside the state file): {0}")]
     Checkpoint(String),
-    #[error(transparent)]
-    Rollback(#[from] crate::rollback::RollbackError),
 }
 
 impl EngineError {
@@ -104,11 +108,10 @@ impl EngineError {
             // A NIC the host facts name but the host lacks, a template that
             // does not render, a refused profile: fix the input.
             EngineError::Resolve(_) | EngineError::Refused(_) => crate::error::ErrorKind::Input,
+            EngineError::Preflight(_, kind) => *kind,
             EngineError::System(e) => e.kind(),
             EngineError::Busy(_) => crate::error::ErrorKind::Transient,
-            EngineError::Checkpoint(_) | EngineError::Rollback(_) => {
-                crate::error::ErrorKind::System
-            }
+            EngineError::Checkpoint(_) => crate::error::ErrorKind::System,
         }
     }
 }
@@ -196,26 +199,65 @@ pub fn check_netns_safe(d: &Desired) -> Result<(), EngineError> {
     }
 }
 
-pub fn run(sys: &mut dyn System, d: &Desired, mode: Mode) -> Result<Report, EngineError> {
-    run_with(sys, d, mode, None)
+/// How a run behaves beyond its mode.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    /// How long `apply` waits for another run's lock before failing
+    /// (transient).
+    pub lock_timeout: Duration,
+    /// Undo this run's applied ops when one fails part-way (`--no-rollback`
+    /// turns it off for debugging).
+    pub rollback: bool,
 }
 
-/// Called between plan and the first change with the plan and the
-/// observation it came from (the safe apply records its checkpoint here).
-/// Not called when there is nothing to change; an error stops the run
-/// before anything changed.
-pub type BeforeApply<'a> =
-    &'a mut dyn FnMut(&mut dyn System, &Target, &Plan, &Observed) -> Result<(), EngineError>;
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            lock_timeout: Duration::from_secs(60),
+            rollback: true,
+        }
+    }
+}
 
-/// [`run`], with a hook before the first change (apply only).
+pub fn run(sys: &mut dyn System, d: &Desired, mode: Mode) -> Result<Report, EngineError> {
+    run_with(sys, d, mode, &RunOptions::default())
+}
+
 pub fn run_with(
     sys: &mut dyn System,
     d: &Desired,
     mode: Mode,
+    opts: &RunOptions,
+) -> Result<Report, EngineError> {
+    run_hooked(sys, d, mode, opts, None)
+}
+
+/// Called once preflight passed and before the first change, with the plan
+/// and the observation it came from (the safe apply writes its checkpoint
+/// here). Not called when there is nothing to change; an error stops the
+/// run with nothing changed.
+pub type BeforeApply<'a> =
+    &'a mut dyn FnMut(&mut dyn System, &Target, &Plan, &Observed) -> Result<(), EngineError>;
+
+/// [`run_with`], with a hook before the first change (apply only).
+pub fn run_hooked(
+    sys: &mut dyn System,
+    d: &Desired,
+    mode: Mode,
+    opts: &RunOptions,
     before_apply: Option<BeforeApply>,
 ) -> Result<Report, EngineError> {
+    if mode == Mode::Apply {
+        // Held until `sys` is dropped: through verify and the gates.
+        sys.lock(opts.lock_timeout)?;
+    }
     let t0 = Instant::now();
-    let (target, observed) = observe(sys, d, None)?;
+    let (target, mut observed) = observe(sys, d, None)?;
+    // A run killed after recording an intent: adopt what it created.
+    let recovered = !observed.state.intents.is_empty();
+    if recovered {
+        settle_intents(&mut observed);
+    }
     let mut durations = Durations {
         observe_ms: ms(t0),
         ..Durations::default()
@@ -223,6 +265,15 @@ pub fn run_with(
     let t1 = Instant::now();
     let plan = plan::plan(&target, &observed);
     durations.plan_ms = ms(t1);
+    // Bad input the plan can already see (a sysctl this kernel lacks, a
+    // value of the wrong type) fails every verb, before any change.
+    let problems = preflight_pure(&plan, &observed);
+    if !problems.is_empty() {
+        return Err(EngineError::Preflight(
+            problems,
+            crate::error::ErrorKind::Input,
+        ));
+    }
     let mut report = Report {
         mode,
         remaining: None,
@@ -232,21 +283,48 @@ pub fn run_with(
         addr_proto_supported: observed.addr_proto_supported,
         plan,
         target: Target::default(),
+        rolled_back: Vec::new(),
+        recovered,
     };
     if mode != Mode::Apply {
         report.target = target;
         return Ok(report);
     }
 
+    let t2 = Instant::now();
+    // Everything the host itself can tell us before the first change (BIRD's
+    // parser, paths in the way): a refusal here changes nothing.
+    let mut problems = Vec::new();
+    let mut kind = crate::error::ErrorKind::Input;
+    for op in report.plan.ops() {
+        if let Err(e) = sys.preflight(op) {
+            // The input's fault unless the host itself failed (no BIRD binary).
+            if e.kind() != crate::error::ErrorKind::Input {
+                kind = e.kind();
+            }
+            problems.push(e.to_string());
+        }
+    }
+    if !problems.is_empty() {
+        return Err(EngineError::Preflight(problems, kind));
+    }
     if let Some(hook) = before_apply {
         if !report.plan.is_converged() {
             hook(sys, &target, &report.plan, &observed)?;
         }
     }
-    let t2 = Instant::now();
+    // Write-ahead: what we are about to create is on disk before it exists.
+    let intents = intents_of(report.plan.ops());
+    if !intents.is_empty() {
+        let mut s = observed.state.clone();
+        s.intents = intents;
+        sys.save_state(&s)?;
+        failpoint("after-intents");
+    }
     let mut applied: Vec<Op> = Vec::new();
     'items: for item in report.plan.changes() {
         for op in &item.ops {
+            failpoint(&format!("before-op-{}", applied.len()));
             if let Err(e) = sys.apply(op) {
                 report.failure = Some(Failure {
                     resource: format!("{} {}", item.kind, item.id),
@@ -256,9 +334,16 @@ pub fn run_with(
                 break 'items;
             }
             applied.push(op.clone());
+            failpoint(&format!("after-op-{}", applied.len() - 1));
         }
     }
     report.applied_ops = applied.len();
+    let mut undone: Vec<Op> = Vec::new();
+    if report.failure.is_some() && opts.rollback && !applied.is_empty() {
+        let (ops, lines) = rollback(sys, &observed, &applied);
+        undone = ops;
+        report.rolled_back = lines;
+    }
     report.durations.apply_ms = ms(t2);
 
     // Record ownership even after a partial apply, so nothing we created is
@@ -271,8 +356,21 @@ pub fn run_with(
     } else {
         observe(sys, d, Some(observed.state.clone()))?
     };
-    let new_state = next_state(&observed.state, &applied, &target, &after);
-    if new_state != observed.state {
+    let all: Vec<Op> = applied.iter().chain(undone.iter()).cloned().collect();
+    let mut new_state = next_state(&observed.state, &all, &target, &after);
+    new_state.intents = Default::default();
+    if report.failure.is_some() && !report.rolled_back.is_empty() && undone_all(&report) {
+        // Fully undone: the host is as before, and so is what we own.
+        new_state = State {
+            rules: after.rules.iter().copied().collect(),
+            intents: Default::default(),
+            ..observed.state.clone()
+        };
+    }
+    // The on-disk state may still carry the intents of this run (or of a
+    // killed one): always settle it.
+    let on_disk_has_intents = recovered || !intents_of(applied.iter()).is_empty();
+    if new_state != observed.state || on_disk_has_intents {
         sys.save_state(&new_state)?;
     }
     let after = Observed {
@@ -283,6 +381,153 @@ pub fn run_with(
     report.durations.verify_ms = ms(t3);
     report.target = target;
     Ok(report)
+}
+
+fn undone_all(r: &Report) -> bool {
+    !r.rolled_back.iter().any(|l| l.starts_with("NOT undone"))
+}
+
+/// Undoes `applied` in reverse from what `before` observed; returns the ops
+/// that were applied and one line per op for the report.
+fn rollback(sys: &mut dyn System, before: &Observed, applied: &[Op]) -> (Vec<Op>, Vec<String>) {
+    let mut done = Vec::new();
+    let mut lines = Vec::new();
+    for op in applied.iter().rev() {
+        match plan::inverse::inverse(op, before) {
+            Ok(inv) => {
+                let mut ok = true;
+                for i in &inv {
+                    if let Err(e) = sys.apply(i) {
+                        lines.push(format!("NOT undone {}: {e}", describe(op)));
+                        ok = false;
+                        break;
+                    }
+                    done.push(i.clone());
+                }
+                if ok {
+                    lines.push(format!("undone {}", describe(op)));
+                }
+            }
+            Err(e) => lines.push(format!("NOT undone {}: {e}", describe(op))),
+        }
+    }
+    (done, lines)
+}
+
+/// One op for a person (no content: files may hold secrets).
+pub fn describe(op: &Op) -> String {
+    match op {
+        Op::SetLink {
+            ifname, mtu, up, ..
+        } => format!(
+            "link {ifname} ({}{})",
+            if *up { "up" } else { "down" },
+            mtu.map(|m| format!(", mtu {m}")).unwrap_or_default()
+        ),
+        Op::AddAddress { ifname, prefix, .. } => format!("add address {prefix} dev {ifname}"),
+        Op::DelAddress { ifname, prefix, .. } => format!("delete address {prefix} dev {ifname}"),
+        Op::AddRule { rule, .. } => format!("add rule {rule}"),
+        Op::DelRule { rule, .. } => format!("delete rule {rule}"),
+        Op::WriteSysctl { key, value } => format!("sysctl {key} = {value}"),
+        Op::WriteFile { path, .. } => format!("write {}", path.display()),
+        Op::RemoveFile { path } => format!("remove {}", path.display()),
+        Op::WriteBirdConfig { path, .. } => format!("write BIRD config {}", path.display()),
+        Op::ReloadBird { .. } => "reload BIRD".into(),
+        Op::StartUnit { unit } => format!("start {unit}"),
+        Op::Nft { .. } => "nft table inet underlay".into(),
+    }
+}
+
+/// Objects the ops will create, recorded before they exist.
+fn intents_of<'a>(ops: impl Iterator<Item = &'a Op>) -> crate::state::Intents {
+    let mut i = crate::state::Intents::default();
+    for op in ops {
+        match op {
+            Op::AddAddress { ifname, prefix, .. } => {
+                i.addresses.insert(OwnedAddress {
+                    ifname: ifname.clone(),
+                    prefix: *prefix,
+                });
+            }
+            Op::WriteFile { path, .. } => {
+                i.files.insert(path.clone());
+            }
+            Op::Nft { change } if !matches!(change, crate::nft::NftChange::Delete { .. }) => {
+                i.nft_table = true;
+            }
+            _ => {}
+        }
+    }
+    i
+}
+
+/// Adopts the intents a killed run left: each intended object that exists
+/// is ours. Its files were read only if the plan wants them, so a file is
+/// adopted when observed present.
+fn settle_intents(o: &mut Observed) {
+    let addresses: Vec<OwnedAddress> = o
+        .addresses
+        .iter()
+        .map(|a| OwnedAddress {
+            ifname: a.ifname.clone(),
+            prefix: a.prefix,
+        })
+        .collect();
+    let files: std::collections::BTreeSet<std::path::PathBuf> = o
+        .files
+        .iter()
+        .filter(|(_, c)| c.is_some())
+        .map(|(p, _)| p.clone())
+        .collect();
+    let nft = o.nft.as_ref().is_some_and(|n| n.table.is_some());
+    o.state
+        .adopt_intents(|a| addresses.contains(a), |f| files.contains(f), nft);
+}
+
+/// What the plan itself shows to be bad input.
+fn preflight_pure(plan: &Plan, o: &Observed) -> Vec<String> {
+    let mut problems = Vec::new();
+    for op in plan.ops() {
+        if let Op::AddRule { rule, .. } | Op::DelRule { rule, .. } = op {
+            for (b, what) in &o.borrowed_rules {
+                if (b.family, b.priority, b.table) == (rule.family, rule.priority, rule.table) {
+                    problems.push(format!(
+                        "a foreign rule '{what} lookup {} pref {}' carries underlay's protocol number at the priority and table of our rule {rule}: the kernel would refuse ours (EEXIST) or delete that one instead. Give it another protocol or priority, or move routing.rules to a free priority",
+                        b.table, b.priority
+                    ));
+                }
+            }
+        }
+        if let Op::WriteSysctl { key, value } = op {
+            match o.sysctls.get(key) {
+                Some(None) => problems.push(format!(
+                    "sysctl {key} does not exist in this kernel (a misspelt key, or a module not loaded: `sysctl -a | grep {}`); fix the profile's [sysctl] section",
+                    key.to_string().rsplit('.').next().unwrap_or_default()
+                )),
+                Some(Some(cur)) if is_numeric(cur) && !is_numeric(value) => problems.push(format!(
+                    "sysctl {key}: found '{}', expected a number like the kernel's current value '{}'",
+                    crate::profile::clip(value),
+                    cur.trim()
+                )),
+                _ => {}
+            }
+        }
+    }
+    problems
+}
+
+fn is_numeric(v: &str) -> bool {
+    let mut words = v.split_whitespace().peekable();
+    words.peek().is_some() && words.all(|w| w.parse::<i64>().is_ok())
+}
+
+/// Test hook: `UNDERLAY_FAILPOINT=<name>` kills the process with SIGKILL at
+/// that point of an apply (`after-intents`, `before-op-N`, `after-op-N`), the
+/// way a power cut or an OOM kill would. The crash-recovery tests sweep it.
+fn failpoint(name: &str) {
+    if std::env::var_os("UNDERLAY_FAILPOINT").is_some_and(|v| v == name) {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
 }
 
 /// What we own after a run: addresses we added (minus those we removed, or

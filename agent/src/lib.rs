@@ -17,6 +17,5 @@ pub mod plan;
 pub mod profile;
 pub mod render;
 pub mod report;
-pub mod rollback;
 pub mod state;
 pub mod system;

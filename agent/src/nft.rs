@@ -1,6 +1,6 @@
 //! The `inet underlay` nftables table: optional pod-egress SNAT and the tunnel mark guard.
 //!
-//! Pipeline (STYLE.md): [`desired_ruleset`] (pure) and [`observe`] (reads only our table) feed
+//! Pipeline (docs/style.md): [`desired_ruleset`] (pure) and [`observe`] (reads only our table) feed
 //! [`plan`] (pure), whose [`NftChange`] [`apply`] carries out in one atomic nft transaction.
 //!
 //! Why an `inet` table and not `ip`: the mark guard must also see VXLAN over IPv6 outer packets,
@@ -13,6 +13,7 @@ mod exec;
 mod observe;
 mod plan;
 mod render;
+mod restore;
 
 pub use crate::desired::{MarkGuard, NatMode, KUBE_MASQ_MARK, VXLAN_PORT};
 
@@ -23,6 +24,7 @@ pub use desired::{desired_ruleset, fingerprint};
 pub use exec::{NftCommand, NftError, NftExec};
 pub use observe::{observe, parse_listing, ObservedNat, ObservedRule, TableContent};
 pub use plan::{plan, NftChange};
+pub use restore::restore;
 
 /// Family of the table we own.
 pub const TABLE_FAMILY: &str = "inet";

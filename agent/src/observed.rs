@@ -17,6 +17,11 @@ pub struct Observed {
     pub addresses: Vec<ObservedAddress>,
     /// Rules carrying our protocol number only.
     pub rules: Vec<RuleSpec>,
+    /// Rules that carry our protocol number but also selectors we never set
+    /// (`from 192.0.2.1`, `iif`, `fwmark`): someone else's. The kernel treats
+    /// one as the same rule as ours at its priority and table: adding ours
+    /// fails with EEXIST, and deleting ours may delete it instead.
+    pub borrowed_rules: Vec<(RuleSpec, String)>,
     /// `None`: the key does not exist in this kernel (or namespace).
     pub sysctls: BTreeMap<SysctlKey, Option<String>>,
     /// Logical paths (without the --root prefix); `None`: absent.
@@ -26,6 +31,8 @@ pub struct Observed {
     pub addr_proto_supported: bool,
     /// Whether a BIRD answers on the profile's control socket.
     pub bird_running: bool,
+    /// That control socket (logical path), when the profile has BGP.
+    pub bird_socket: Option<PathBuf>,
     /// Whether systemd supervises the daemons here (never inside --netns).
     pub systemd: bool,
     /// Our nftables table, read only when wanted or once created by us.

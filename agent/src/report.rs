@@ -120,8 +120,20 @@ pub fn human(r: &Report, ctx: &Context, verbose: bool) -> String {
             );
         }
         Mode::Apply => {
+            if r.recovered {
+                let _ = writeln!(
+                    out,
+                    "recovered: a killed earlier run left intents in the state file; what it created is owned now"
+                );
+            }
             if let Some(f) = &r.failure {
                 let _ = writeln!(out, "FAILED at {}: {}", f.resource, f.error);
+                if !r.rolled_back.is_empty() {
+                    let _ = writeln!(out, "rolled back this run's changes:");
+                    for l in &r.rolled_back {
+                        let _ = writeln!(out, "  {l}");
+                    }
+                }
             }
             let remaining: Vec<&Item> = r.remaining.iter().flat_map(|p| p.changes()).collect();
             if r.failure.is_none() && !remaining.is_empty() {
@@ -185,11 +197,14 @@ pub struct Document {
     pub durations_ms: DurationsDoc,
     /// Whether the kernel reports address protocols (IFA_PROTO).
     pub address_protocol_supported: Option<bool>,
-    /// This run rolled the host back: its own safe apply (exit 4), or the
-    /// checkpoint of a safe apply that died in its window (then converged).
-    pub rolled_back: bool,
-    /// What the rollback did and why (`rollback.checkpoint` names the dead
-    /// run when it was its checkpoint).
+    /// After a part-way failure or a safe apply's rollback, what was undone
+    /// (one line per op, `NOT undone ...` for one that could not be).
+    pub rolled_back: Vec<String>,
+    /// This run settled what a killed earlier run had left half-recorded.
+    pub recovered: bool,
+    /// A safe apply's rollback, and why: this run's own (exit 4), or the
+    /// checkpoint of a safe apply that died in its window (`checkpoint`
+    /// names it; the run then converged as asked).
     pub rollback: Option<crate::confirm::RollbackDoc>,
 }
 
@@ -303,7 +318,8 @@ impl Document {
                 total: ctx.total_ms,
             },
             address_protocol_supported: Some(r.addr_proto_supported),
-            rolled_back: false,
+            rolled_back: r.rolled_back.clone(),
+            recovered: r.recovered,
             rollback: None,
         }
     }
@@ -326,12 +342,11 @@ impl Document {
             }
             (None, None) => {}
         }
-        let rb = own.or(recovered);
-        if let Some(r) = &rb {
+        for r in recovered.iter().chain(own.iter()) {
             self.changed |= r.ops > 0;
+            self.rolled_back.extend(r.lines.iter().cloned());
         }
-        self.rolled_back = rb.is_some();
-        self.rollback = rb;
+        self.rollback = own.or(recovered);
         self
     }
 
@@ -370,7 +385,8 @@ impl Document {
                 ..DurationsDoc::default()
             },
             address_protocol_supported: None,
-            rolled_back: false,
+            rolled_back: Vec::new(),
+            recovered: false,
             rollback: None,
         }
     }
@@ -384,13 +400,10 @@ pub fn rollback_human(rb: &crate::confirm::RollbackDoc) -> String {
         "ROLLED BACK"
     };
     let _ = writeln!(out, "{head} in {:.1} ms: {}", rb.elapsed_ms, rb.reason);
-    for r in &rb.restored {
-        let _ = writeln!(out, "  restored {r}");
+    for l in &rb.lines {
+        let _ = writeln!(out, "  {l}");
     }
-    for e in &rb.errors {
-        let _ = writeln!(out, "  FAILED {e}");
-    }
-    if !rb.errors.is_empty() {
+    if !rb.complete {
         let _ = writeln!(
             out,
             "the checkpoint is kept: the next apply tries the rollback again"

@@ -239,7 +239,7 @@ fn vxlan_with_kube_proxy_mark_fails_until_the_guard_exists() {
 #[test]
 fn natted_outer_vxlan_conntrack_entries_fail() {
     let lab = Lab::new();
-    // The failure of FIELD-NOTES 4, for real: a global transit, a VXLAN tunnel
+    // The failure of docs/background.md failure 4, for real: a global transit, a VXLAN tunnel
     // to another host, and kube-proxy-style marking of the inner traffic.
     lab.sh(
         &lab.host,

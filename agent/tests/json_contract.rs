@@ -9,7 +9,6 @@ mod schema_check;
 use std::process::Command;
 
 use serde_json::Value;
-use underlay::desired::SysctlKey;
 use underlay::engine::{self, Mode};
 use underlay::error::ErrorKind;
 use underlay::profile::load_str;
@@ -39,12 +38,10 @@ fn doc_for(mode: Mode, sys: &mut FakeSystem) -> Value {
 /// A fake host whose kernel has every sysctl the profile manages.
 fn host() -> FakeSystem {
     let mut sys = FakeSystem::with_nics(&["eth0", "eth1"]);
-    let plan = doc_for(Mode::Plan, &mut sys);
-    for item in plan["resources"].as_array().unwrap() {
-        if item["kind"] == "sysctl" {
-            let key = SysctlKey::parse(item["id"].as_str().unwrap()).unwrap();
-            sys.sysctls.insert(key, "0".into());
-        }
+    let d = load_str("role.toml", ROLE, "host.toml", HOST).unwrap();
+    let (target, _) = engine::observe(&mut sys, &d, None).unwrap();
+    for (key, _) in &target.sysctls {
+        sys.sysctls.insert(key.clone(), "0".into());
     }
     sys
 }
@@ -139,7 +136,7 @@ fn input_errors_from_the_binary_are_documents_of_kind_input() {
 #[test]
 fn a_document_missing_a_field_breaks_the_schema() {
     // The schema is a real check, not a formality.
-    let mut sys = FakeSystem::with_nics(&["eth0", "eth1"]);
+    let mut sys = host();
     let mut doc = doc_for(Mode::Plan, &mut sys);
     doc.as_object_mut().unwrap().remove("failure");
     let result = std::panic::catch_unwind(|| schema_check::assert_valid(&doc));

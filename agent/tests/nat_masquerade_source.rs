@@ -1,4 +1,4 @@
-//! FIELD-NOTES failure 3, reproduced on a real kernel: MASQUERADE picks the egress interface's
+//! docs/background.md failure 3, reproduced on a real kernel: MASQUERADE picks the egress interface's
 //! primary address, a transit /31 the fabric does not route, so replies never come back.
 //!
 //! Topology (all namespaces created here, removed on drop):

@@ -1,4 +1,4 @@
-//! FIELD-NOTES failure 4, reproduced with VXLAN (this kernel has no ipip): kube-proxy <= 1.19
+//! docs/background.md failure 4, reproduced with VXLAN (this kernel has no ipip): kube-proxy <= 1.19
 //! marks service traffic 0x4000 and never clears it; the mark survives encapsulation, so the
 //! *outer* UDP packet of `vxlan.calico` hits `KUBE-POSTROUTING -m mark --mark 0x4000/0x4000 -j
 //! MASQUERADE` and its conntrack entry is masqueraded to the uplink's transit address.

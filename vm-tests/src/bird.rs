@@ -182,16 +182,18 @@ impl Bird {
 }
 
 /// Writes a config only when its content changed; returns whether it did.
-/// Temp file + rename so BIRD never reads half a file.
+/// Through the agent's one atomic writer, so BIRD never reads half a file.
 pub fn write_if_changed(path: &Path, text: &str) -> Result<bool> {
+    use underlay::system::files::{write_atomic, Durability, WriteSpec};
     if std::fs::read_to_string(path).ok().as_deref() == Some(text) {
         return Ok(false);
     }
-    let dir = path.parent().context("config path has no parent")?;
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))?;
+    write_atomic(
+        path,
+        text.as_bytes(),
+        &WriteSpec::new(0o644, Durability::Derived),
+    )
+    .with_context(|| format!("write {}", path.display()))?;
     Ok(true)
 }
 

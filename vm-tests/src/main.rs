@@ -26,7 +26,7 @@
 //! - The Calico-role BIRD uses the kernel settings of Calico's bird.cfg
 //!   (`learn`, `persist`, `scan time 2`) and syncs `main`; the host BIRD syncs
 //!   table 1001. The `no-table-fight` and `table-fight-shared-main` scenarios
-//!   show why (FIELD-NOTES.md failure 2).
+//!   show why (docs/background.md failure 2).
 //! - Everything lives in namespaces named `--prefix` + name (default `ul-`) and
 //!   files below `--dir`; the root namespace and /etc are never touched.
 //!
@@ -42,6 +42,7 @@ mod cmd;
 mod fleet;
 mod fleetbench;
 mod lifecycle;
+mod outcome;
 mod overrides;
 mod plan;
 mod probe;

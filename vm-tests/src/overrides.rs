@@ -8,8 +8,8 @@ use anyhow::{bail, Context, Result};
 
 use crate::agent;
 use crate::bird::Bird;
+use crate::outcome::{Outcome, TestOptions};
 use crate::plan::{Host, Lab};
-use crate::scenarios::{Outcome, TestOptions};
 
 /// The keyword BIRD is given in case (a); not a BIRD keyword.
 const BAD_KEYWORD_LINE: &str = "frobnicate on;";

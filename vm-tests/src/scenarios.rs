@@ -13,36 +13,7 @@ use crate::plan::{Host, Lab, Tor};
 use crate::probe::{self, Server};
 use crate::status;
 
-pub struct Outcome {
-    pub pass: bool,
-    pub evidence: Vec<String>,
-}
-
-impl Outcome {
-    pub fn new() -> Outcome {
-        Outcome {
-            pass: true,
-            evidence: vec![],
-        }
-    }
-    pub fn check(&mut self, ok: bool, line: String) {
-        self.pass &= ok;
-        self.evidence
-            .push(format!("{} {line}", if ok { "ok  " } else { "FAIL" }));
-    }
-    /// A measurement that is evidence but not a pass/fail criterion.
-    pub fn info(&mut self, line: String) {
-        self.evidence.push(format!("info {line}"));
-    }
-}
-
-/// Knobs of `underlay-lab test`.
-pub struct TestOptions {
-    /// Churn duration of `no-table-fight`.
-    pub churn: Duration,
-    /// Churn duration of `table-fight-shared-main`.
-    pub fight: Duration,
-}
+pub use crate::outcome::{Outcome, TestOptions};
 
 pub type ScenarioFn = fn(&Lab, &TestOptions) -> Result<Outcome>;
 

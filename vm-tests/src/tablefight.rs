@@ -1,5 +1,5 @@
-//! FIELD-NOTES.md failure 2, the route-table fight, and the split that
-//! prevents it (DESIGN.md "Routing split").
+//! docs/background.md failure 2, the route-table fight, and the split that
+//! prevents it (docs/design.md "Routing split").
 //!
 //! Both scenarios churn the Calico-role BIRD once per second (a second pod
 //! block, 10.244.<i>.64/26, added to and removed from its `pod_blocks` static
@@ -43,8 +43,8 @@ use anyhow::{bail, Context, Result};
 use crate::agent;
 use crate::bird::{self, Bird};
 use crate::cmd;
+use crate::outcome::{Outcome, TestOptions};
 use crate::plan::{Host, Lab, CLIENT_SUBNET, HOST_TABLE};
-use crate::scenarios::{Outcome, TestOptions};
 use crate::status;
 
 /// Target interval between two samples of the kernel tables.

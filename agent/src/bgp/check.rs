@@ -1,12 +1,11 @@
 //! Checking a rendered config with BIRD's own parser, and swapping it in atomically.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// How long `bird -p` may take; it parses and exits, so this only guards against a hang.
@@ -52,9 +51,10 @@ pub enum CheckError {
     TempFile { path: PathBuf, source: io::Error },
 }
 
-/// Runs `bird -p -c <tmp>` on `text`.
-pub async fn parse_check(bird_bin: &Path, text: &str) -> Result<(), CheckError> {
-    let tmp = TempConf::create(text)?;
+/// Runs `bird -p -c <tmp>` on `text`, with the temporary copy at `tmp`
+/// (beside the real config, so a password never lands outside the root).
+pub async fn parse_check(bird_bin: &Path, text: &str, tmp: &Path) -> Result<(), CheckError> {
+    let tmp = TempConf::create(tmp, text)?;
     let mut cmd = tokio::process::Command::new(bird_bin);
     cmd.arg("-p")
         .arg("-c")
@@ -149,31 +149,31 @@ pub fn excerpt(text: &str, line: u32, column: Option<u32>) -> String {
     out
 }
 
-/// A private (0600: it may hold BGP passwords) temporary copy of the config, removed on drop.
+/// A private (0600: it may hold BGP passwords) temporary copy of the config, removed on drop
+/// (and, after a kill, replaced by the next run's copy under the same name).
 struct TempConf {
     path: PathBuf,
 }
 
 impl TempConf {
-    fn create(text: &str) -> Result<Self, CheckError> {
-        static SEQ: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "underlay-bird-check-{}-{}.conf",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
+    fn create(path: &Path, text: &str) -> Result<Self, CheckError> {
         let err = |source| CheckError::TempFile {
-            path: path.clone(),
+            path: path.to_path_buf(),
             source,
         };
-        let _ = fs::remove_file(&path);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(err)?;
+        }
+        let _ = fs::remove_file(path);
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&path)
+            .open(path)
             .map_err(err)?;
-        let conf = TempConf { path: path.clone() };
+        let conf = TempConf {
+            path: path.to_path_buf(),
+        };
         f.write_all(text.as_bytes()).map_err(err)?;
         Ok(conf)
     }
@@ -183,60 +183,6 @@ impl Drop for TempConf {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.path);
     }
-}
-
-/// Writes `text` to `path` only if the content differs: temp file in the same directory,
-/// fsync, rename over, fsync the directory. A new file gets mode 0640 (BIRD reads it after
-/// dropping privileges in Debian's unit; the config may hold passwords); an existing file keeps
-/// its mode and owner. Returns whether the file changed.
-pub fn write_if_changed(path: &Path, text: &str) -> io::Result<bool> {
-    let old = match fs::read(path) {
-        Ok(old) => Some(old),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e),
-    };
-    if old.as_deref() == Some(text.as_bytes()) {
-        return Ok(false);
-    }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let tmp = dir.join(format!(
-        ".{}.underlay-tmp-{}-{}",
-        name.to_string_lossy(),
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = fs::remove_file(&tmp);
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o640)
-            .open(&tmp)?;
-        if old.is_some() {
-            let meta = fs::metadata(path)?;
-            f.set_permissions(fs::Permissions::from_mode(meta.mode() & 0o7777))?;
-            let new = f.metadata()?;
-            if (new.uid(), new.gid()) != (meta.uid(), meta.gid()) {
-                std::os::unix::fs::fchown(&f, Some(meta.uid()), Some(meta.gid()))?;
-            }
-        }
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map(|()| true)
 }
 
 #[cfg(test)]
@@ -299,20 +245,5 @@ mod tests {
         );
         assert_eq!(excerpt("a\nb\n", 9, None), "  1 | a\n> 2 | b\n");
         assert_eq!(excerpt("", 1, None), "");
-    }
-
-    #[test]
-    fn write_if_changed_is_idempotent_and_keeps_mode() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bird.conf");
-        assert!(write_if_changed(&path, "a\n").unwrap());
-        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o640);
-        assert!(!write_if_changed(&path, "a\n").unwrap());
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(write_if_changed(&path, "b\n").unwrap());
-        assert_eq!(fs::read_to_string(&path).unwrap(), "b\n");
-        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
-        let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
-        assert_eq!(leftovers.len(), 1, "no temp file left behind");
     }
 }

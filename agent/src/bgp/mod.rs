@@ -7,7 +7,7 @@ pub mod from_desired;
 pub mod params;
 pub mod render;
 
-pub use check::{parse_check, write_if_changed, BirdCheckError, CheckError};
+pub use check::{parse_check, BirdCheckError, CheckError};
 pub use control::{
     BfdSession, BgpState, BirdClient, ConfigureOutcome, ControlError, ProtocolStatus, Reply,
 };

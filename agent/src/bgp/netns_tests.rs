@@ -17,11 +17,12 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
-use crate::bgp::check::{parse_check, write_if_changed, CheckError};
+use crate::bgp::check::{parse_check, CheckError};
 use crate::bgp::control::{BgpState, BirdClient, ConfigureOutcome};
 use crate::bgp::fixtures;
 use crate::bgp::params::BirdParams;
 use crate::bgp::render::{render, uplink_sessions, EMBEDDED_TEMPLATE, TEMPLATE_NAME};
+use crate::system::files::{self, Durability, WriteSpec};
 
 const BIRD: &str = "/usr/sbin/bird";
 
@@ -344,8 +345,19 @@ async fn wait_default_paths(lab: &Lab, n: usize, timeout: Duration) -> (Duration
 
 async fn write_checked(params: &BirdParams, path: &Path) {
     let text = render(params, None).unwrap();
-    parse_check(Path::new(BIRD), &text).await.unwrap();
-    write_if_changed(path, &text).unwrap();
+    parse_check(
+        Path::new(BIRD),
+        &text,
+        &files::temp_path(path).with_extension("check"),
+    )
+    .await
+    .unwrap();
+    files::write_atomic(
+        path,
+        text.as_bytes(),
+        &WriteSpec::new(0o640, Durability::Durable),
+    )
+    .unwrap();
 }
 
 fn net(s: &str) -> IpNet {
@@ -355,9 +367,11 @@ fn net(s: &str) -> IpNet {
 #[tokio::test]
 async fn every_variant_passes_bird_parser() {
     skip_unless_ready!("every_variant_passes_bird_parser", bird_missing());
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().join("check.conf");
     for (name, p) in fixtures::variants() {
         let text = render(&p, None).unwrap();
-        if let Err(e) = parse_check(Path::new(BIRD), &text).await {
+        if let Err(e) = parse_check(Path::new(BIRD), &text, &tmp).await {
             panic!("{name}: {e}");
         }
     }
@@ -380,7 +394,7 @@ async fn broken_override_reports_bird_line() {
         .position(|l| l.contains("bogus statement 65101;"))
         .unwrap() as u32
         + 1;
-    match parse_check(Path::new(BIRD), &text).await {
+    match parse_check(Path::new(BIRD), &text, &dir.path().join("check.conf")).await {
         Err(CheckError::Rejected(e)) => {
             assert_eq!(e.line, Some(expected_line), "{e}");
             assert_eq!(e.column, Some(3), "column of the unknown word: {e}");

@@ -28,7 +28,12 @@ pub fn run(
     // Validate everything before the first syscall that could change anything.
     let desired = c.load(verb)?;
     let mut sys = c.open(verb, &desired)?;
-    let report = engine::run(&mut sys, &desired, mode).map_err(|e| Failed::engine(c, verb, &e))?;
+    let opts = engine::RunOptions {
+        lock_timeout: Duration::from_secs(wait.map_or(60, |w| w.lock_timeout)),
+        rollback: !wait.is_some_and(|w| w.no_rollback),
+    };
+    let report = engine::run_with(&mut sys, &desired, mode, &opts)
+        .map_err(|e| Failed::engine(c, verb, &e))?;
     let mut code = report.exit_code();
     let converge_ms = ms(started);
     let mut outcome = None;
@@ -82,20 +87,28 @@ pub fn run_apply(w: &WithWait, safe: &Safe) -> Result<ExitCode, Failed> {
     let started = Instant::now();
     let desired = c.load(verb)?;
     let mut sys = c.open(verb, &desired)?;
+    let opts = engine::RunOptions {
+        lock_timeout: Duration::from_secs(w.lock_timeout),
+        rollback: !w.no_rollback,
+    };
+    // The run lock first: a safe apply holds it through its confirm window,
+    // so a checkpoint found under the lock was left by a run that died.
+    sys.lock(opts.lock_timeout)
+        .map_err(|e| Failed::system(c, verb, &e))?;
     let recovered = confirm::recover(&mut sys).map_err(|e| Failed::engine(c, verb, &e))?;
     let mut checkpoint: Option<Checkpoint> = None;
     let result = match safe.confirm {
         Some(secs) => {
             // Written before the first change: a crash from here on is rolled back.
             let mut record = |sys: &mut dyn System, t: &Target, p: &Plan, o: &Observed| {
-                let cp = confirm::checkpoint(t, p, o, secs);
+                let cp = confirm::checkpoint(t, p, o, secs)?;
                 confirm::save(sys, &cp)?;
                 checkpoint = Some(cp);
                 Ok(())
             };
-            engine::run_with(&mut sys, &desired, Mode::Apply, Some(&mut record))
+            engine::run_hooked(&mut sys, &desired, Mode::Apply, &opts, Some(&mut record))
         }
-        None => engine::run(&mut sys, &desired, Mode::Apply),
+        None => engine::run_with(&mut sys, &desired, Mode::Apply, &opts),
     };
     let report = match result {
         Ok(r) => r,
@@ -162,8 +175,8 @@ pub fn run_apply(w: &WithWait, safe: &Safe) -> Result<ExitCode, Failed> {
         outcome = Some(o);
     }
     // A rollback that could not put everything back is an error of its own.
-    if own_rollback.as_ref().is_some_and(|r| !r.errors.is_empty())
-        || recovered.as_ref().is_some_and(|r| !r.errors.is_empty())
+    if own_rollback.as_ref().is_some_and(|r| !r.complete)
+        || recovered.as_ref().is_some_and(|r| !r.complete)
     {
         code = 1;
     }

@@ -145,6 +145,14 @@ pub struct WithWait {
     /// Seconds to wait for the gates [default: the profile's bgp.readiness.timeout_s, else 60]
     #[arg(long, value_name = "SECS", requires = "wait")]
     wait_timeout: Option<u64>,
+    /// When a change fails part-way, keep what this run already changed instead of undoing it
+    /// (for debugging; by default the applied changes are undone in reverse)
+    #[arg(long)]
+    no_rollback: bool,
+    /// Seconds to wait for another underlay run on the same root to finish (its lock is
+    /// <state>.lock); then fail with a transient error
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    lock_timeout: u64,
 }
 
 #[derive(Args)]
@@ -158,7 +166,8 @@ pub struct Common {
     /// Operate inside this network namespace (as made by `ip netns add NAME`): netlink and /proc/sys/net
     #[arg(long, value_name = "NAME")]
     netns: Option<String>,
-    /// Prefix for every file underlay reads or writes (/etc, /var/lib): tests use a scratch directory
+    /// Prefix for every file underlay reads or writes (/etc, /var/lib): tests use a scratch
+    /// directory. Required with --netns, whose files must not land in this machine's /etc
     #[arg(long, value_name = "DIR", default_value = "/")]
     root: PathBuf,
     /// State file recording what underlay created (below --root)
@@ -229,6 +238,16 @@ impl Common {
     /// Enters --netns (after refusing what would leak out of it) and opens the system.
     fn open(&self, verb: &'static str, desired: &Desired) -> Result<LinuxSystem, Failed> {
         if let Some(ns) = &self.netns {
+            if self.root == Path::new("/") {
+                return Err(Failed::new(
+                    self,
+                    verb,
+                    underlay::error::ErrorKind::Input,
+                    format!(
+                        "--netns {ns} needs --root DIR: the namespace's sysctl.d, rt_tables.d, state file and BIRD config would land in this machine's /etc and /var (and its sysctls applied to the whole machine at the next boot). Add e.g. --root /var/lib/underlay-netns/{ns}"
+                    ),
+                ));
+            }
             engine::check_netns_safe(desired).map_err(|e| Failed::engine(self, verb, &e))?;
             netns::enter(ns).map_err(|e| Failed::system(self, verb, &e))?;
         }

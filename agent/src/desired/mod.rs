@@ -59,6 +59,10 @@ pub struct Nat {
 pub struct Bgp {
     pub host_table: Table,
     pub config_path: std::path::PathBuf,
+    /// Who owns a new BIRD config: Debian's bird.service reads it as
+    /// `bird:bird` after dropping privileges (an existing file keeps its
+    /// owner, group and mode).
+    pub config_owner: FileOwner,
     pub control_socket: std::path::PathBuf,
     pub templates_dir: std::path::PathBuf,
     pub hold_time: u16,
@@ -70,6 +74,26 @@ pub struct Bgp {
     /// Readiness: next hops the host table's default needs.
     pub min_paths: u32,
     pub timeout_s: u32,
+}
+
+/// The owner and group a generated file gets when it is created, by name
+/// (resolved on the host when the file is written).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileOwner {
+    pub user: String,
+    pub group: String,
+    pub mode: u32,
+}
+
+impl FileOwner {
+    /// BIRD's config as Debian's bird2 package expects it.
+    pub fn bird() -> FileOwner {
+        FileOwner {
+            user: "bird".into(),
+            group: "bird".into(),
+            mode: 0o640,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

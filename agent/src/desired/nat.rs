@@ -19,7 +19,7 @@ pub enum NatMode {
     None,
 }
 
-/// Clears the masquerade mark bit on outer tunnel packets (FIELD-NOTES failure 4).
+/// Clears the masquerade mark bit on outer tunnel packets (docs/background.md failure 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MarkGuard {
     /// The masquerade bit(s) to clear, normally [`KUBE_MASQ_MARK`].

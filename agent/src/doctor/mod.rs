@@ -1,5 +1,5 @@
 //! `underlay doctor`: read-only checks of a live host against the failure
-//! modes of FIELD-NOTES.md, each with a severity, its evidence and the fix.
+//! modes of docs/background.md, each with a severity, its evidence and the fix.
 //!
 //! Same shape as the rest of the agent: [`collect`] gathers raw facts into a
 //! [`Snapshot`] (the only module with I/O), [`checks`] turns a snapshot and an

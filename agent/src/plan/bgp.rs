@@ -26,6 +26,7 @@ pub fn plan_bgp(t: &Target, o: &Observed) -> Vec<Item> {
     }
     let mut ops = vec![Op::WriteBirdConfig {
         path: b.config_path.clone(),
+        owner: b.owner.clone(),
         content: b.content.clone(),
     }];
     let mut after = summary(&b.content);

@@ -6,6 +6,7 @@
 mod addresses;
 mod bgp;
 mod files;
+pub mod inverse;
 mod links;
 mod nft;
 mod rules;
@@ -67,6 +68,8 @@ pub enum Op {
     /// Check with BIRD's own parser, then swap in atomically.
     WriteBirdConfig {
         path: PathBuf,
+        /// For a new file; an existing one keeps its owner, group and mode.
+        owner: crate::desired::FileOwner,
         #[serde(skip)]
         content: String,
     },
@@ -76,10 +79,6 @@ pub enum Op {
     },
     /// Start a systemd unit over D-Bus and wait for its job.
     StartUnit {
-        unit: String,
-    },
-    /// Stop a systemd unit over D-Bus (a rollback of a unit we started).
-    StopUnit {
         unit: String,
     },
     /// Create, replace or delete our nftables table in one transaction.

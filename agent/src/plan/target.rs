@@ -34,6 +34,7 @@ pub struct Target {
 #[derive(Clone, PartialEq, Eq)]
 pub struct BirdTarget {
     pub config_path: PathBuf,
+    pub owner: crate::desired::FileOwner,
     pub socket: PathBuf,
     /// May hold BGP passwords: never printed, only summarized.
     pub content: String,
@@ -307,6 +308,7 @@ pub fn resolve(
             .collect();
         t.bird = Some(BirdTarget {
             config_path: bgp.config_path.clone(),
+            owner: bgp.config_owner.clone(),
             socket: bgp.control_socket.clone(),
             content,
             sessions,

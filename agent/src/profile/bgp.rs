@@ -29,6 +29,40 @@ fn absolute(
     s.into()
 }
 
+/// A POSIX user or group name as `useradd` accepts it.
+fn posix_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && s.len() <= 32
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+fn owner(
+    src: &Source,
+    v: Option<&toml::Spanned<String>>,
+    p: &mut Vec<Problem>,
+) -> crate::desired::FileOwner {
+    let mut o = crate::desired::FileOwner::bird();
+    let Some(v) = v else {
+        return o;
+    };
+    match v.get_ref().split_once(':') {
+        Some((u, g)) if posix_name(u) && posix_name(g) => {
+            o.user = u.into();
+            o.group = g.into();
+        }
+        _ => p.push(src.problem(
+            "bgp.config_owner",
+            &v.span(),
+            format!(
+                "found '{}', expected user:group as BIRD runs, e.g. \"bird:bird\" (Debian's bird.service runs `bird -u bird -g bird` and reads its config after dropping privileges)",
+                crate::profile::clip(v.get_ref())
+            ),
+        )),
+    }
+    o
+}
+
 pub(super) fn validate(
     src: &Source,
     b: &BgpInput,
@@ -232,12 +266,15 @@ pub(super) fn validate(
         p,
     );
 
+    let config_owner = owner(src, b.config_owner.as_ref(), p);
+
     if p.len() != before {
         return None;
     }
     Some(Bgp {
         host_table: host_table?,
         config_path,
+        config_owner,
         control_socket,
         templates_dir,
         hold_time,

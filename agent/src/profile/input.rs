@@ -36,7 +36,7 @@ pub struct RoleInput {
     pub nat: Option<NatInput>,
 }
 
-/// Source NAT correctness (FIELD-NOTES failures 3 and 4).
+/// Source NAT correctness (docs/background.md failures 3 and 4).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatInput {
@@ -81,6 +81,9 @@ pub struct BgpInput {
     pub host_table: Spanned<String>,
     #[serde(default)]
     pub config_path: Option<String>,
+    /// `user:group` a new config file is created for (default bird:bird).
+    #[serde(default)]
+    pub config_owner: Option<Spanned<String>>,
     #[serde(default)]
     pub control_socket: Option<String>,
     /// Directory whose bird.conf.j2 replaces the built-in template.

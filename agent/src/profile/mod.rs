@@ -15,6 +15,18 @@ use serde::de::DeserializeOwned;
 
 use crate::desired::Desired;
 
+/// An input value as echoed in an error: at most 80 characters, so a huge
+/// value never floods a terminal or a journal.
+pub(crate) fn clip(s: &str) -> String {
+    const MAX: usize = 80;
+    if s.chars().count() <= MAX {
+        s.to_string()
+    } else {
+        let head: String = s.chars().take(MAX).collect();
+        format!("{head}… ({} bytes)", s.len())
+    }
+}
+
 /// The profile schema versions this build understands.
 pub const SUPPORTED_VERSION: u32 = 1;
 

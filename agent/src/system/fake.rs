@@ -112,6 +112,7 @@ impl System for FakeSystem {
                 .iter()
                 .map(|k| (k.clone(), self.sysctls.get(k).cloned()))
                 .collect(),
+            borrowed_rules: Vec::new(),
             files: q
                 .files
                 .iter()
@@ -120,6 +121,7 @@ impl System for FakeSystem {
             state,
             addr_proto_supported: self.addr_proto,
             bird_running: q.bird_socket.is_some() && self.bird.is_some(),
+            bird_socket: q.bird_socket.clone(),
             systemd: self.systemd,
             nft: q.nft.then(|| {
                 self.nft_reads += 1;
@@ -196,7 +198,7 @@ impl System for FakeSystem {
             Op::RemoveFile { path } => {
                 self.files.remove(path);
             }
-            Op::WriteBirdConfig { path, content } => {
+            Op::WriteBirdConfig { path, content, .. } => {
                 self.files.insert(path.clone(), content.clone());
             }
             Op::Nft { change } => {
@@ -210,9 +212,6 @@ impl System for FakeSystem {
             }
             Op::StartUnit { .. } => {
                 self.bird = Some(Vec::new());
-            }
-            Op::StopUnit { .. } => {
-                self.bird = None;
             }
             Op::ReloadBird { .. } => {
                 if self.bird.is_none() {

@@ -58,6 +58,16 @@ pub enum SystemError {
     BirdControl { socket: PathBuf, message: String },
     #[error("nftables: {0}")]
     Nft(#[from] crate::nft::NftError),
+    /// A change the host cannot take that was known before it was tried
+    /// (a path that is a directory, a user that does not exist).
+    #[error("{0}")]
+    Refused(String),
+    #[error("another underlay run holds the lock {} ({holder}); waited {waited_s} s. Retry when it finishes", path.display())]
+    Locked {
+        path: PathBuf,
+        holder: String,
+        waited_s: u64,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -69,7 +79,10 @@ impl SystemError {
         use crate::error::ErrorKind;
         match self {
             SystemError::BirdControl { .. } => ErrorKind::Transient,
-            SystemError::BirdRejected(_) | SystemError::Netns { .. } => ErrorKind::Input,
+            SystemError::Locked { .. } => ErrorKind::Transient,
+            SystemError::BirdRejected(_) | SystemError::Netns { .. } | SystemError::Refused(_) => {
+                ErrorKind::Input
+            }
             SystemError::Netlink { .. }
             | SystemError::Io { .. }
             | SystemError::State { .. }
@@ -96,6 +109,16 @@ pub trait System {
     ) -> Result<Observed, SystemError>;
     fn apply(&mut self, op: &Op) -> Result<(), SystemError>;
     fn save_state(&mut self, state: &State) -> Result<(), SystemError>;
+    /// Takes the run lock (beside the state file) for the rest of this
+    /// system's life, waiting up to `timeout` for another run to finish.
+    fn lock(&mut self, _timeout: std::time::Duration) -> Result<(), SystemError> {
+        Ok(())
+    }
+    /// Checks what can be known about `op` before any change is made (BIRD's
+    /// parser on a config, a path that is a directory), changing nothing.
+    fn preflight(&mut self, _op: &Op) -> Result<(), SystemError> {
+        Ok(())
+    }
 
     // The safe apply's checkpoint (next to the state file, mode 0600: it may
     // hold the pre-apply BIRD config and so BGP passwords).

@@ -112,6 +112,26 @@ impl Lab {
             .expect("run underlay")
     }
 
+    /// Like [`Lab::underlay_raw`], started in the background.
+    pub fn underlay_raw_spawn(
+        &self,
+        args: &[&str],
+        role: &Path,
+        host: &Path,
+    ) -> std::process::Child {
+        Command::new(env!("CARGO_BIN_EXE_underlay"))
+            .args(args)
+            .args(["--netns", &self.host, "--root"])
+            .arg(self.root())
+            .arg("--profile")
+            .arg(role)
+            .arg("--host")
+            .arg(host)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run underlay")
+    }
+
     pub fn underlay(&self, verb: &str, role: &Path, host: &Path) -> (i32, Value, String) {
         let out = self.underlay_raw(&[verb, "--json"], role, host);
         let stdout = String::from_utf8_lossy(&out.stdout);

@@ -1,4 +1,4 @@
-//! The BGP checks: one speaker per socket (FIELD-NOTES failure 1), one BIRD
+//! The BGP checks: one speaker per socket (docs/background.md failure 1), one BIRD
 //! per kernel table (failure 2), sessions and ECMP paths (readiness).
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,4 +1,4 @@
-//! The NAT checks: MASQUERADE and source addresses (FIELD-NOTES failure 3),
+//! The NAT checks: MASQUERADE and source addresses (docs/background.md failure 3),
 //! the tunnel mark leak and its conntrack traces (failure 4).
 
 use std::collections::BTreeSet;

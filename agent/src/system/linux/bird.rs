@@ -41,8 +41,11 @@ pub async fn alive(socket: &Path) -> bool {
     socket.exists() && connect(socket).await.is_ok()
 }
 
-pub async fn check(content: &str) -> Result<(), SystemError> {
-    match parse_check(&bird_binary(), content).await {
+/// `bird -p` on `content`, its temporary copy beside `config` (below the
+/// root, mode 0600), never in /tmp: it may hold BGP passwords.
+pub async fn check(content: &str, config: &Path) -> Result<(), SystemError> {
+    let tmp = crate::system::files::temp_path(config).with_extension("check");
+    match parse_check(&bird_binary(), content, &tmp).await {
         Ok(()) => Ok(()),
         // BIRD's excerpt quotes rendered lines, which may hold a password.
         Err(CheckError::Rejected(e)) => Err(SystemError::BirdRejected(crate::bgp::redact(

@@ -5,6 +5,7 @@
 mod addresses;
 pub(crate) mod bird;
 mod links;
+mod lock;
 mod routes;
 mod rules;
 mod units;
@@ -16,7 +17,10 @@ use tokio::runtime::Runtime;
 
 use ipnet::IpNet;
 
-use super::files::Durability;
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::files::{Durability, WriteSpec};
 use super::{files, sysctl, BirdProtocol, Query, System, SystemError};
 use crate::desired::Family;
 use crate::observed::{NextHop, Observed, ObservedLink};
@@ -36,6 +40,10 @@ pub struct LinuxSystem {
     state_path: PathBuf,
     /// systemd supervises daemons (false inside --netns).
     systemd: bool,
+    /// The run lock, held until this system is dropped.
+    lock: Option<nix::fcntl::Flock<std::fs::File>>,
+    /// BIRD configs `bird -p` accepted in this run (by sha256).
+    checked_bird: HashSet<[u8; 32]>,
 }
 
 pub(super) fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> SystemError {
@@ -65,6 +73,8 @@ impl LinuxSystem {
             proc_sys: PathBuf::from("/proc/sys"),
             state_path: state_path.to_path_buf(),
             systemd: !in_netns && units::systemd_booted(),
+            lock: None,
+            checked_bird: HashSet::new(),
         })
     }
 
@@ -88,17 +98,10 @@ impl System for LinuxSystem {
         let Some(text) = files::read(&path)? else {
             return Ok(State::new());
         };
-        let state: State = serde_json::from_str(&text).map_err(|e| SystemError::State {
-            path: path.clone(),
-            message: format!("{e}; move the file aside to start over (underlay then owns only what carries its protocol number)"),
-        })?;
-        if state.version != crate::state::STATE_VERSION {
-            return Err(SystemError::State {
-                path,
-                message: format!("version {} is not supported by this build", state.version),
-            });
-        }
-        Ok(state)
+        State::parse(&text).map_err(|e| SystemError::State {
+            path,
+            message: e.to_string(),
+        })
     }
 
     fn read_file(&mut self, path: &Path) -> Result<Option<String>, SystemError> {
@@ -112,7 +115,7 @@ impl System for LinuxSystem {
         q: &Query,
     ) -> Result<Observed, SystemError> {
         let names = links.iter().map(|l| (l.index, l.name.clone())).collect();
-        let (addresses, rules) = self.rt.block_on(async {
+        let (addresses, (rules, borrowed_rules)) = self.rt.block_on(async {
             let a = addresses::dump(&self.handle, &names).await?;
             let r = rules::dump(&self.handle, q.protocol).await?;
             Ok::<_, SystemError>((a, r))
@@ -129,6 +132,7 @@ impl System for LinuxSystem {
             links,
             addresses,
             rules,
+            borrowed_rules,
             sysctls,
             files: file_map,
             state,
@@ -139,6 +143,7 @@ impl System for LinuxSystem {
                     .block_on(bird::alive(&files::under_root(&self.root, sock))),
                 None => false,
             },
+            bird_socket: q.bird_socket.clone(),
             systemd: self.systemd,
             nft: if q.nft {
                 Some(crate::nft::observe(&crate::nft::NftCommand::new())?)
@@ -177,24 +182,31 @@ impl System for LinuxSystem {
             Op::WriteFile { path, content } => files::write_atomic(
                 &files::under_root(&self.root, path),
                 content.as_bytes(),
-                0o644,
-                Durability::Derived,
+                &WriteSpec::new(0o644, Durability::Derived),
             ),
             Op::RemoveFile { path } => files::remove(&files::under_root(&self.root, path)),
-            Op::WriteBirdConfig { path, content } => {
-                self.rt.block_on(bird::check(content))?;
-                files::write_atomic(
-                    &files::under_root(&self.root, path),
-                    content.as_bytes(),
-                    0o640,
-                    Durability::Durable,
-                )
+            Op::WriteBirdConfig {
+                path,
+                content,
+                owner,
+            } => {
+                let real = files::under_root(&self.root, path);
+                // Checked by preflight already (before any kernel change);
+                // a caller that skipped it still gets BIRD's verdict first.
+                if !self.checked_bird.contains(&digest(content)) {
+                    self.rt.block_on(bird::check(content, &real))?;
+                }
+                let spec = WriteSpec {
+                    mode: owner.mode,
+                    owner: Some(resolve_owner(owner)?),
+                    durability: Durability::Durable,
+                };
+                files::write_atomic(&real, content.as_bytes(), &spec)
             }
             Op::Nft { change } => crate::nft::apply(&crate::nft::NftCommand::new(), change)
                 .map(|_| ())
                 .map_err(Into::into),
             Op::StartUnit { unit } => self.rt.block_on(units::start(unit)),
-            Op::StopUnit { unit } => self.rt.block_on(units::stop(unit)),
             Op::ReloadBird { socket } => self
                 .rt
                 .block_on(bird::reload(&files::under_root(&self.root, socket))),
@@ -229,7 +241,11 @@ impl System for LinuxSystem {
     fn save_checkpoint(&mut self, text: Option<&str>) -> Result<(), SystemError> {
         let path = self.checkpoint_file();
         match text {
-            Some(t) => files::write_atomic(&path, t.as_bytes(), 0o600, Durability::Durable),
+            Some(t) => files::write_atomic(
+                &path,
+                t.as_bytes(),
+                &WriteSpec::new(0o600, Durability::Durable),
+            ),
             None => {
                 files::remove(&path)?;
                 // The removal must survive a power cut too, or the next boot
@@ -264,13 +280,77 @@ impl System for LinuxSystem {
     }
 
     fn save_state(&mut self, state: &State) -> Result<(), SystemError> {
-        let text =
-            serde_json::to_string_pretty(state).map_err(|e| SystemError::Other(e.to_string()))?;
         files::write_atomic(
             &self.state_file(),
-            format!("{text}\n").as_bytes(),
-            0o600,
-            Durability::Durable,
+            state.to_text().as_bytes(),
+            &WriteSpec::new(0o600, Durability::Durable),
         )
     }
+
+    fn lock(&mut self, timeout: Duration) -> Result<(), SystemError> {
+        if self.lock.is_none() {
+            self.lock = Some(lock::acquire(&self.state_file(), timeout)?);
+        }
+        Ok(())
+    }
+
+    fn preflight(&mut self, op: &Op) -> Result<(), SystemError> {
+        match op {
+            Op::WriteBirdConfig {
+                path,
+                content,
+                owner,
+            } => {
+                let real = files::under_root(&self.root, path);
+                files::remove_stale_temp(&real);
+                not_a_directory(&real)?;
+                resolve_owner(owner)?;
+                self.rt.block_on(bird::check(content, &real))?;
+                self.checked_bird.insert(digest(content));
+                Ok(())
+            }
+            Op::WriteFile { path, .. } | Op::RemoveFile { path } => {
+                let real = files::under_root(&self.root, path);
+                files::remove_stale_temp(&real);
+                not_a_directory(&real)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn digest(content: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(content.as_bytes()).into()
+}
+
+fn not_a_directory(path: &Path) -> Result<(), SystemError> {
+    if path.is_dir() {
+        return Err(SystemError::Refused(format!(
+            "{} is a directory; a generated file goes there. Point the profile's path at a file",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The uid and gid of a file owner named in the profile, from this host's
+/// user database.
+fn resolve_owner(o: &crate::desired::FileOwner) -> Result<(u32, u32), SystemError> {
+    use nix::unistd::{Group, User};
+    let user = User::from_name(&o.user)
+        .ok()
+        .flatten()
+        .ok_or_else(|| SystemError::Refused(format!(
+            "user '{}' (bgp.config_owner) does not exist on this host; install bird2 (it creates user bird) or set bgp.config_owner to the user BIRD runs as",
+            o.user
+        )))?;
+    let group = Group::from_name(&o.group)
+        .ok()
+        .flatten()
+        .ok_or_else(|| SystemError::Refused(format!(
+            "group '{}' (bgp.config_owner) does not exist on this host; set bgp.config_owner to the group BIRD runs as",
+            o.group
+        )))?;
+    Ok((user.uid.as_raw(), group.gid.as_raw()))
 }

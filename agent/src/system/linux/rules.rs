@@ -8,25 +8,32 @@ use super::nl;
 use crate::desired::{Family, RuleSpec};
 use crate::system::SystemError;
 
-/// Our rules: the ones carrying `protocol`. Rules with selectors we do not
-/// model (source, iif, fwmark...) are skipped: they cannot be ours as written.
-fn parse(m: &RuleMessage, protocol: u8) -> Option<RuleSpec> {
+/// A rule carrying `protocol`: ours, or (with selectors we never set:
+/// source, iif, fwmark...) someone else's that only borrows our number.
+enum Parsed {
+    Ours(RuleSpec),
+    /// Its priority and table as a spec, and what else it matches on.
+    Borrowed(RuleSpec, String),
+}
+
+fn parse(m: &RuleMessage, protocol: u8) -> Option<Parsed> {
     let mut prio = 0;
     let mut table = u32::from(m.header.table);
     let mut suppress = None;
     let mut proto = None;
+    let mut selectors = Vec::new();
     for a in &m.attributes {
         match a {
             RuleAttribute::Priority(p) => prio = *p,
             RuleAttribute::Table(t) => table = *t,
             RuleAttribute::SuppressPrefixLen(s) => suppress = u8::try_from(*s).ok(),
             RuleAttribute::Protocol(p) => proto = Some(u8::from(*p)),
-            RuleAttribute::FwMark(_)
-            | RuleAttribute::Source(_)
-            | RuleAttribute::Destination(_)
-            | RuleAttribute::Iifname(_)
-            | RuleAttribute::Oifname(_)
-            | RuleAttribute::Goto(_) => return None,
+            RuleAttribute::FwMark(v) => selectors.push(format!("fwmark {v:#x}")),
+            RuleAttribute::Source(v) => selectors.push(format!("from {v}/{}", m.header.src_len)),
+            RuleAttribute::Destination(v) => selectors.push(format!("to {v}/{}", m.header.dst_len)),
+            RuleAttribute::Iifname(v) => selectors.push(format!("iif {v}")),
+            RuleAttribute::Oifname(v) => selectors.push(format!("oif {v}")),
+            RuleAttribute::Goto(v) => selectors.push(format!("goto {v}")),
             _ => {}
         }
     }
@@ -38,16 +45,27 @@ fn parse(m: &RuleMessage, protocol: u8) -> Option<RuleSpec> {
         AddressFamily::Inet6 => Family::Ipv6,
         _ => return None,
     };
-    Some(RuleSpec {
+    let spec = RuleSpec {
         family,
         priority: prio,
         table,
         suppress_prefixlength: suppress,
+    };
+    Some(if selectors.is_empty() {
+        Parsed::Ours(spec)
+    } else {
+        Parsed::Borrowed(spec, selectors.join(" "))
     })
 }
 
-pub async fn dump(h: &Handle, protocol: u8) -> Result<Vec<RuleSpec>, SystemError> {
+/// Our rules, and the rules that borrow our protocol number with selectors
+/// of their own (never ours; a hazard: see `Observed::borrowed_rules`).
+pub async fn dump(
+    h: &Handle,
+    protocol: u8,
+) -> Result<(Vec<RuleSpec>, Vec<(RuleSpec, String)>), SystemError> {
     let mut out = Vec::new();
+    let mut borrowed = Vec::new();
     for v in [IpVersion::V4, IpVersion::V6] {
         let msgs: Vec<RuleMessage> = h
             .rule()
@@ -56,10 +74,15 @@ pub async fn dump(h: &Handle, protocol: u8) -> Result<Vec<RuleSpec>, SystemError
             .try_collect()
             .await
             .map_err(nl("dumping rules"))?;
-        out.extend(msgs.iter().filter_map(|m| parse(m, protocol)));
+        for p in msgs.iter().filter_map(|m| parse(m, protocol)) {
+            match p {
+                Parsed::Ours(r) => out.push(r),
+                Parsed::Borrowed(r, what) => borrowed.push((r, what)),
+            }
+        }
     }
     out.sort();
-    Ok(out)
+    Ok((out, borrowed))
 }
 
 fn message(r: &RuleSpec, protocol: u8) -> RuleMessage {

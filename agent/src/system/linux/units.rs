@@ -17,15 +17,6 @@ pub fn systemd_booted() -> bool {
 }
 
 pub async fn start(unit: &str) -> Result<(), SystemError> {
-    job(unit, "start").await
-}
-
-/// Stops a unit (a rollback of one we started) and waits for the job.
-pub async fn stop(unit: &str) -> Result<(), SystemError> {
-    job(unit, "stop").await
-}
-
-async fn job(unit: &str, verb: &str) -> Result<(), SystemError> {
     let conn = zbus::Connection::system()
         .await
         .map_err(dbus("connecting to the system bus"))?;
@@ -38,29 +29,22 @@ async fn job(unit: &str, verb: &str) -> Result<(), SystemError> {
         .receive_job_removed()
         .await
         .map_err(dbus("JobRemoved"))?;
-    let job = if verb == "stop" {
-        manager
-            .stop_unit(unit.to_string(), "replace".to_string())
-            .await
-            .map_err(dbus("StopUnit"))?
-    } else {
-        manager
-            .start_unit(unit.to_string(), "replace".to_string())
-            .await
-            .map_err(dbus("StartUnit"))?
-    };
+    let job = manager
+        .start_unit(unit.to_string(), "replace".to_string())
+        .await
+        .map_err(dbus("StartUnit"))?;
     while let Some(signal) = removed.next().await {
         let args = signal.args().map_err(dbus("JobRemoved arguments"))?;
         if args.job == job {
             return match args.result.as_str() {
                 "done" => Ok(()),
                 other => Err(SystemError::Other(format!(
-                    "{verb} {unit}: systemd job result '{other}' (see journalctl -u {unit})"
+                    "starting {unit}: systemd job result '{other}' (see journalctl -u {unit})"
                 ))),
             };
         }
     }
     Err(SystemError::Other(format!(
-        "{verb} {unit}: the system bus closed before the job finished"
+        "starting {unit}: the system bus closed before the job finished"
     )))
 }
