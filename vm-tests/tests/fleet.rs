@@ -373,13 +373,16 @@ fn fleet_playbook_and_safe_apply() {
         .unwrap();
     let doc: Value = serde_json::from_slice(&out.stdout).expect("apply JSON");
     assert_eq!(out.status.code(), Some(0), "{doc}");
-    assert_eq!(doc["rolled_back"], true, "{doc}");
     assert_eq!(doc["rollback"]["checkpoint"]["pid"], pid, "{doc}");
-    assert!(doc["rollback"]["restored"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|r| r.as_str().unwrap().contains("/etc/bird/bird.conf")));
+    assert_eq!(doc["rollback"]["complete"], true, "{doc}");
+    assert!(
+        doc["rolled_back"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r.as_str().unwrap().contains("BIRD config")),
+        "{doc}"
+    );
     // The rollback put everything back: the good apply itself had nothing to do.
     assert_eq!(doc["summary"]["create"], 0);
     assert_eq!(doc["summary"]["update"], 0);

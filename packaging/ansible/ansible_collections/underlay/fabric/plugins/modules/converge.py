@@ -176,7 +176,9 @@ converged:
   returned: always
   type: bool
 rolled_back:
-  description: A safe apply whose gates did not pass in time was rolled back to the pre-apply state.
+  description: >-
+    The run rolled the host back to its pre-apply state - a safe apply whose
+    gates did not pass in time, or a change the host refused part-way.
   returned: always
   type: bool
 exit_code:
@@ -213,9 +215,17 @@ gates:
   returned: when evaluated
   type: dict
 rollback:
-  description: What a safe apply's rollback restored, and the evidence that made it roll back.
-  returned: when rolled_back
+  description: >-
+    A safe apply's rollback - the reason (the failing gates with their
+    evidence), the checkpoint of a dead run it rolled back (pid), the ops
+    applied, whether it completed.
+  returned: when a safe apply rolled back
   type: dict
+undone:
+  description: One line per op a rollback undid (C(undone ...)) or could not (C(NOT undone ...)).
+  returned: always
+  type: list
+  elements: str
 durations_ms:
   description: Phase times of the agent (observe, plan, apply, verify, wait, total) in milliseconds.
   returned: always
@@ -367,7 +377,10 @@ def main():
     result = dict(
         changed=bool(doc.get("changed")),
         converged=doc.get("converged"),
-        rolled_back=bool(doc.get("rolled_back")),
+        # A safe apply's rollback, or the undo of a change the host refused
+        # part-way (the document lists each op undone in rolled_back).
+        rolled_back=doc.get("rollback") is not None or bool(doc.get("rolled_back")),
+        undone=doc.get("rolled_back") or [],
         exit_code=doc.get("exit_code", rc),
         summary=doc.get("summary"),
         resources=resources,
