@@ -215,3 +215,50 @@ fn module_check_apply_noop_diff_and_bad_profile() {
         "a bad profile changed the host"
     );
 }
+
+/// DOCUMENTATION, EXAMPLES and RETURN parse the way Ansible reads them
+/// (`ansible-doc`), and document every option the module takes.
+#[test]
+fn module_documentation_parses() {
+    let bin = ansible_bin();
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(bin.join("ansible-doc"))
+        .args(["--json", "underlay.fabric.converge"])
+        .env("ANSIBLE_HOME", home.path())
+        .env("ANSIBLE_LOCAL_TEMP", home.path().join("tmp"))
+        .env("ANSIBLE_COLLECTIONS_PATH", format!("{REPO}/packaging/ansible"))
+        .output()
+        .expect("run ansible-doc");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "ansible-doc failed: {}{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(&text).expect("ansible-doc JSON");
+    let m = &v["underlay.fabric.converge"];
+    let options = m["doc"]["options"].as_object().expect("options");
+    for o in [
+        "profile",
+        "profile_sha256",
+        "host",
+        "host_sha256",
+        "wait",
+        "wait_timeout",
+        "join",
+        "join_token",
+        "safe",
+        "confirm_timeout",
+        "probe",
+        "netns",
+        "root",
+        "binary",
+    ] {
+        assert!(options.contains_key(o), "option {o} is not documented");
+    }
+    assert_eq!(options.len(), 14, "an option is documented but not handled");
+    for r in ["changed", "diff", "rolled_back", "failure", "durations_ms"] {
+        assert!(m["return"].get(r).is_some(), "return value {r} undocumented");
+    }
+    assert!(!m["examples"].as_str().unwrap_or_default().is_empty());
+}

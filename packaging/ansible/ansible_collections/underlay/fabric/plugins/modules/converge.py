@@ -51,7 +51,7 @@ options:
     type: str
   host:
     description:
-      - Host facts (TOML) on the target host: names, addresses and ASNs of
+      - Host facts (TOML) on the target host, with the names, addresses and ASNs of
         this host. Default on the agent's side is C(<root>/etc/underlay/host.toml).
       - An C(https://) URL works like I(profile), pinned by I(host_sha256).
     type: str
@@ -87,7 +87,7 @@ options:
     type: str
   safe:
     description:
-      - Safe apply (C(apply --confirm)): roll back to the recorded pre-apply
+      - Safe apply (C(apply --confirm)) - roll back to the recorded pre-apply
         state when the readiness gates (and I(probe)) do not pass within
         I(confirm_timeout) seconds. A crash inside that window leaves a
         checkpoint that the next run rolls back first.
@@ -125,7 +125,7 @@ notes:
   - Diff mode returns C(before)/C(after) text for every changed resource.
     The BIRD config shows as a line count and a hash, never its text (it may
     hold BGP passwords).
-  - Runs as root on the target (C(become: true) unless you log in as root).
+  - Runs as root on the target (C(become=true) unless you log in as root).
 author:
   - underlay maintainers
 """
