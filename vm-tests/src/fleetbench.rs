@@ -163,6 +163,25 @@ pub fn render(records: &[Record]) -> String {
     s
 }
 
+/// The per-host cost without ansible-playbook's fixed start-up: the slope
+/// of the sequential wall times between the smallest and largest fleet.
+pub fn slope_line(records: &[Record]) -> Option<String> {
+    let (a, b) = (records.first()?, records.last()?);
+    if b.hosts <= a.hosts {
+        return None;
+    }
+    let dn = f64::from(b.hosts - a.hosts);
+    let pb = (b.playbook_noop_forks1_ms - a.playbook_noop_forks1_ms) / dn;
+    let lp = (b.loop_noop_sequential_ms - a.loop_noop_sequential_ms) / dn;
+    Some(format!(
+        "per host, sequential no-op, slope {}..{} hosts: playbook (forks 1) {pb:.0} ms, shell loop {lp:.0} ms, module overhead {:.0} ms; fixed start-up of ansible-playbook ≈ {:.0} ms",
+        a.hosts,
+        b.hosts,
+        pb - lp,
+        a.playbook_noop_forks1_ms - pb * f64::from(a.hosts)
+    ))
+}
+
 pub fn main(dir: &Path, prefix: &str, args: &Args) -> Result<ExitCode> {
     let mut records = vec![];
     for &n in &args.hosts {
@@ -172,6 +191,9 @@ pub fn main(dir: &Path, prefix: &str, args: &Args) -> Result<ExitCode> {
         records.push(rec);
     }
     print!("{}", render(&records));
+    if let Some(line) = slope_line(&records) {
+        println!("{line}");
+    }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&records)? + "\n")?;
     }
