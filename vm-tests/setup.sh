@@ -12,7 +12,7 @@ fi
 # package:command pairs; a package is installed when its command is missing.
 need=()
 for pair in bird2:bird iproute2:ip nftables:nft iptables:iptables conntrack:conntrack \
-            socat:socat tcpdump:tcpdump procps:sysctl openssh-server:sshd \
+            socat:socat tcpdump:tcpdump procps:sysctl openssl:openssl openssh-server:sshd \
             openssh-client:ssh python3:python3; do
     cmd=${pair#*:}
     command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("${pair%%:*}")

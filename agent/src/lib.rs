@@ -17,5 +17,6 @@ pub mod plan;
 pub mod profile;
 pub mod render;
 pub mod report;
+pub mod source;
 pub mod state;
 pub mod system;

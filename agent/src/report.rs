@@ -10,6 +10,7 @@ use crate::error::ErrorKind;
 use crate::gates::Outcome;
 use crate::plan::{Action, Item, Plan};
 use crate::profile::Problem;
+use crate::source::SourceDoc;
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct Summary {
@@ -206,6 +207,10 @@ pub struct Document {
     /// checkpoint of a safe apply that died in its window (`checkpoint`
     /// names it; the run then converged as asked).
     pub rollback: Option<crate::confirm::RollbackDoc>,
+    /// Where the profile and the host facts came from (origin, sha256,
+    /// whether the cache stood in for the server); empty when the run
+    /// failed before reading them.
+    pub sources: Vec<SourceDoc>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -321,6 +326,7 @@ impl Document {
             rolled_back: r.rolled_back.clone(),
             recovered: r.recovered,
             rollback: None,
+            sources: Vec::new(),
         }
     }
 
@@ -388,6 +394,42 @@ impl Document {
             rolled_back: Vec::new(),
             recovered: false,
             rollback: None,
+            sources: Vec::new(),
+        }
+    }
+
+    /// `show-sources`: where each item came from, nothing converged.
+    pub fn of_sources(
+        host: Option<&str>,
+        netns: Option<&str>,
+        msg: String,
+        sources: Vec<SourceDoc>,
+        total_ms: f64,
+    ) -> Self {
+        Document {
+            schema_version: SCHEMA_VERSION,
+            command: "show-sources".into(),
+            host: host.map(str::to_string),
+            netns: netns.map(str::to_string),
+            changed: false,
+            failed: false,
+            msg,
+            exit_code: 0,
+            converged: None,
+            summary: Summary::default(),
+            resources: Vec::new(),
+            remaining: Vec::new(),
+            failure: None,
+            gates: None,
+            durations_ms: DurationsDoc {
+                total: total_ms,
+                ..DurationsDoc::default()
+            },
+            address_protocol_supported: None,
+            rolled_back: Vec::new(),
+            recovered: false,
+            rollback: None,
+            sources,
         }
     }
 }

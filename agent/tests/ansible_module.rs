@@ -42,6 +42,7 @@ const PLAYBOOK: &str = r#"---
             netns: "{{ ul_netns }}"
             root: "{{ ul_root }}"
             binary: "{{ ul_binary }}"
+            profile_sha256: "{{ ul_profile_sha256 | default(omit) }}"
           register: result
       always:
         - name: keep the module's result for the test
@@ -61,6 +62,17 @@ struct Play {
 }
 
 fn run_playbook(lab: &Lab, bin: &Path, role: &Path, host: &Path, extra: &[&str]) -> Play {
+    run_playbook_with(lab, bin, role, host, extra, serde_json::json!({}))
+}
+
+fn run_playbook_with(
+    lab: &Lab,
+    bin: &Path,
+    role: &Path,
+    host: &Path,
+    extra: &[&str],
+    more_vars: Value,
+) -> Play {
     let dir = lab.root().join("ansible");
     std::fs::create_dir_all(&dir).unwrap();
     let playbook = dir.join("site.yml");
@@ -69,7 +81,7 @@ fn run_playbook(lab: &Lab, bin: &Path, role: &Path, host: &Path, extra: &[&str])
     let _ = std::fs::remove_file(&out_file);
     let root = lab.root().join("hostroot");
     std::fs::create_dir_all(&root).unwrap();
-    let vars = serde_json::json!({
+    let mut vars = serde_json::json!({
         "ul_profile": role,
         "ul_host": host,
         "ul_netns": lab.host,
@@ -79,6 +91,9 @@ fn run_playbook(lab: &Lab, bin: &Path, role: &Path, host: &Path, extra: &[&str])
         "ansible_connection": "local",
         "ansible_python_interpreter": bin.join("python3"),
     });
+    if let (Some(v), Some(more)) = (vars.as_object_mut(), more_vars.as_object()) {
+        v.extend(more.clone());
+    }
     let out = Command::new(bin.join("ansible-playbook"))
         .arg("-i")
         .arg("nshost,")
@@ -214,6 +229,34 @@ fn module_check_apply_noop_diff_and_bad_profile() {
         converged,
         "a bad profile changed the host"
     );
+
+    // profile_sha256 reaches the agent: a pin the profile does not match
+    // fails the task and changes nothing.
+    let wrong = "0".repeat(64);
+    let p = run_playbook_with(
+        &lab,
+        &bin,
+        role,
+        &host,
+        &[],
+        serde_json::json!({ "ul_profile_sha256": wrong }),
+    );
+    assert_eq!(p.result["failed"], true, "{}", p.result);
+    assert!(
+        p.result["cmd"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "--profile-sha256"),
+        "{}",
+        p.result
+    );
+    assert!(
+        p.result["msg"].as_str().unwrap().contains("sha256"),
+        "{}",
+        p.result["msg"]
+    );
+    assert_eq!(lab.snapshot(PROFILE_SYSCTLS), converged);
 }
 
 /// DOCUMENTATION, EXAMPLES and RETURN parse the way Ansible reads them
@@ -226,7 +269,10 @@ fn module_documentation_parses() {
         .args(["--json", "underlay.fabric.converge"])
         .env("ANSIBLE_HOME", home.path())
         .env("ANSIBLE_LOCAL_TEMP", home.path().join("tmp"))
-        .env("ANSIBLE_COLLECTIONS_PATH", format!("{REPO}/packaging/ansible"))
+        .env(
+            "ANSIBLE_COLLECTIONS_PATH",
+            format!("{REPO}/packaging/ansible"),
+        )
         .output()
         .expect("run ansible-doc");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -243,6 +289,7 @@ fn module_documentation_parses() {
         "profile_sha256",
         "host",
         "host_sha256",
+        "ca_file",
         "wait",
         "wait_timeout",
         "join",
@@ -256,9 +303,12 @@ fn module_documentation_parses() {
     ] {
         assert!(options.contains_key(o), "option {o} is not documented");
     }
-    assert_eq!(options.len(), 14, "an option is documented but not handled");
+    assert_eq!(options.len(), 15, "an option is documented but not handled");
     for r in ["changed", "diff", "rolled_back", "failure", "durations_ms"] {
-        assert!(m["return"].get(r).is_some(), "return value {r} undocumented");
+        assert!(
+            m["return"].get(r).is_some(),
+            "return value {r} undocumented"
+        );
     }
     assert!(!m["examples"].as_str().unwrap_or_default().is_empty());
 }

@@ -22,11 +22,14 @@ pub fn run(
     c: &Common,
     wait: Option<&WithWait>,
 ) -> Result<ExitCode, Failed> {
-    init_logs(c.verbose);
+    init_logs(c);
     output::start_clock();
     let started = Instant::now();
     // Validate everything before the first syscall that could change anything.
-    let desired = c.load(verb)?;
+    let (desired, mut sources) = c.load(verb)?;
+    if mode == Mode::Apply {
+        sources.store_cache();
+    }
     let mut sys = c.open(verb, &desired)?;
     let opts = engine::RunOptions {
         lock_timeout: Duration::from_secs(wait.map_or(60, |w| w.lock_timeout)),
@@ -63,9 +66,14 @@ pub fn run(
     if c.json {
         let mut doc = Document::of_report(&report, &ctx, outcome.as_ref(), code);
         doc.durations_ms.total = ms(started);
+        doc.msg.push_str(&sources.msg_suffix());
+        doc.sources = sources.docs();
         println!("{}", serde_json::to_string(&doc).unwrap_or_default());
     } else {
         print!("{}", report::human(&report, &ctx, c.verbose > 0));
+        for note in sources.cache_notes() {
+            println!("note: {note}");
+        }
         if let Some(g) = &outcome {
             print!("{}", report::gates_human(g));
         }
@@ -82,10 +90,13 @@ fn ms(since: Instant) -> f64 {
 /// gates (and the probe) pass in time, else roll it back (exit 4).
 pub fn run_apply(w: &WithWait, safe: &Safe) -> Result<ExitCode, Failed> {
     let (c, verb) = (&w.common, "apply");
-    init_logs(c.verbose);
+    init_logs(c);
     output::start_clock();
     let started = Instant::now();
-    let desired = c.load(verb)?;
+    let (desired, mut sources) = c.load(verb)?;
+    if safe.confirm.is_none() {
+        sources.store_cache();
+    }
     let mut sys = c.open(verb, &desired)?;
     let opts = engine::RunOptions {
         lock_timeout: Duration::from_secs(w.lock_timeout),
@@ -174,6 +185,10 @@ pub fn run_apply(w: &WithWait, safe: &Safe) -> Result<ExitCode, Failed> {
         }
         outcome = Some(o);
     }
+    if safe.confirm.is_some() && code == 0 {
+        // Only a confirmed change makes its sources the last good copy.
+        sources.store_cache();
+    }
     // A rollback that could not put everything back is an error of its own.
     if own_rollback.as_ref().is_some_and(|r| !r.complete)
         || recovered.as_ref().is_some_and(|r| !r.complete)
@@ -190,12 +205,17 @@ pub fn run_apply(w: &WithWait, safe: &Safe) -> Result<ExitCode, Failed> {
         let mut doc = Document::of_report(&report, &ctx, outcome.as_ref(), code)
             .with_rollback(recovered, own_rollback);
         doc.durations_ms.total = ms(started);
+        doc.msg.push_str(&sources.msg_suffix());
+        doc.sources = sources.docs();
         println!("{}", serde_json::to_string(&doc).unwrap_or_default());
     } else {
         if let Some(r) = &recovered {
             print!("{}", report::rollback_human(r));
         }
         print!("{}", report::human(&report, &ctx, c.verbose > 0));
+        for note in sources.cache_notes() {
+            println!("note: {note}");
+        }
         if let Some(g) = &outcome {
             print!("{}", report::gates_human(g));
         }

@@ -2,25 +2,20 @@
 
 use std::process::ExitCode;
 
-use underlay::system::netns;
-
-use super::{init_logs, output, under_root, Common, Failed};
+use super::{init_logs, output, Common, Failed};
 
 pub fn run(c: &Common) -> Result<ExitCode, Failed> {
-    init_logs(c.verbose);
+    init_logs(c);
     output::start_clock();
     // A profile makes the checks sharper; without one (none given, none
-    // installed) the generic checks still run.
-    let installed = under_root(&c.root, "/etc/underlay/profile.toml").exists()
-        && under_root(&c.root, "/etc/underlay/host.toml").exists();
-    let desired = if c.profile.is_some() || c.host.is_some() || installed {
-        Some(c.load("doctor")?)
+    // on the kernel command line, in cloud-init or installed) the generic
+    // checks still run.
+    let desired = if c.profile.is_some() || c.host.is_some() || c.sources_declared("doctor")? {
+        Some(c.load("doctor")?.0)
     } else {
         None
     };
-    if let Some(ns) = &c.netns {
-        netns::enter(ns).map_err(|e| Failed::system(c, "doctor", &e))?;
-    }
+    c.enter_netns("doctor")?;
     let r = underlay::doctor::run(&underlay::doctor::DoctorOptions {
         root: c.root.clone(),
         desired,

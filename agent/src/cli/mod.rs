@@ -5,7 +5,10 @@ mod converge;
 mod doctor;
 mod output;
 mod render;
+mod show_sources;
+mod sources;
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -13,7 +16,7 @@ use clap::{Args, Parser, Subcommand};
 
 use underlay::desired::Desired;
 use underlay::engine;
-use underlay::profile;
+use underlay::source::{cloudinit, cmdline, Sha256};
 use underlay::system::linux::{LinuxSystem, DEFAULT_STATE_PATH};
 use underlay::system::netns;
 
@@ -51,7 +54,40 @@ Examples:
   underlay render calico --profile ... --host ... | calicoctl apply -f -
 
   # For Ansible: JSON with changed, per-resource before/after and phase timings
-  underlay apply --json ... | jq .changed";
+  underlay apply --json ... | jq .changed
+
+  # First boot: sources from the kernel command line or cloud-init (see `underlay show-sources --help`)
+  underlay show-sources                 # which source won for the profile and the host facts, and its sha256
+  underlay apply --profile https://prov.example/profiles/l3-ecmp-calico.toml \\
+      --profile-sha256 $(sha256sum l3-ecmp-calico.toml | cut -d' ' -f1) --host /etc/underlay/host.toml";
+
+const SOURCES_HELP: &str = "\
+Where the profile and host facts come from, per item, first declared wins:
+  1. --profile / --host (FILE or https:// URL, with --profile-sha256 / --host-sha256)
+  2. the kernel command line: underlay.profile=URL underlay.profile.sha256=HEX
+                              underlay.host=URL underlay.host.sha256=HEX  (and underlay.ca=/path.pem)
+  3. cloud-init user-data (or vendor-data), as cloud-init processed it:
+       underlay:
+         profile: {url: https://..., sha256: HEX}
+         host:
+           toml: |
+             version = 1
+             ...
+  4. <root>/etc/underlay/profile.toml and host.toml
+
+A remote source is https only and must be pinned by sha256 (`sha256sum FILE`). URLs may use
+${mac} (the boot NIC, from BOOTIF=01-aa-bb-cc-dd-ee-ff), ${mac:eth0}, ${hostname}, ${serial}
+and ${uuid} (DMI), so one kernel command line serves a rack. The last good copy of each remote
+source is kept in <root>/var/lib/underlay/cache (by apply); when the server cannot be reached,
+a cached copy whose sha256 equals the pin is used, and the output says so. A pin mismatch is
+refused and changes nothing.
+
+Examples:
+  underlay show-sources
+  underlay show-sources --json | jq '.sources[] | {item, level, origin, sha256, from_cache}'
+  # Try a kernel command line without rebooting:
+  echo 'underlay.profile=https://prov/r.toml underlay.profile.sha256=... BOOTIF=01-52-54-00-12-34-56' > /tmp/cmdline
+  underlay show-sources --cmdline /tmp/cmdline";
 
 #[derive(Parser)]
 #[command(
@@ -88,6 +124,12 @@ pub enum Command {
     /// Works without a profile (generic checks), better with one.
     /// Exit 0: clean, 1: warnings, 2: failures
     Doctor(Common),
+    /// Which source won for the role profile and for the host facts (flag, kernel command line,
+    /// cloud-init, /etc/underlay), its origin and sha256, and whether it came from the cache.
+    /// Fetches remote sources (pinned) but changes nothing, not even the cache.
+    /// Exit 0: both found and valid, 1: not
+    #[command(after_help = SOURCES_HELP)]
+    ShowSources(Common),
     /// Print generated configuration: the host BIRD config, or the Calico resources for the cluster
     Render {
         #[arg(value_enum)]
@@ -157,13 +199,23 @@ pub struct WithWait {
 
 #[derive(Args)]
 pub struct Common {
-    /// Role profile (TOML), shared by every host of the role [default: <root>/etc/underlay/profile.toml]
-    #[arg(long, value_name = "FILE")]
-    profile: Option<PathBuf>,
-    /// Host facts (TOML): names, addresses and ASNs of this host [default: <root>/etc/underlay/host.toml]
-    #[arg(long, value_name = "FILE")]
-    host: Option<PathBuf>,
-    /// Operate inside this network namespace (as made by `ip netns add NAME`): netlink and /proc/sys/net
+    /// Role profile (TOML), shared by every host of the role: a FILE or an https:// URL
+    /// [default: the kernel command line, cloud-init, then <root>/etc/underlay/profile.toml;
+    /// see `underlay show-sources --help`]
+    #[arg(long, value_name = "FILE|URL")]
+    profile: Option<String>,
+    /// sha256 the profile must have (required for a URL), as `sha256sum` prints it
+    #[arg(long, value_name = "HEX", requires = "profile")]
+    profile_sha256: Option<Sha256>,
+    /// Host facts (TOML): names, addresses and ASNs of this host; a FILE or an https:// URL
+    /// [default: the kernel command line, cloud-init, then <root>/etc/underlay/host.toml]
+    #[arg(long, value_name = "FILE|URL")]
+    host: Option<String>,
+    /// sha256 the host facts must have (required for a URL)
+    #[arg(long, value_name = "HEX", requires = "host")]
+    host_sha256: Option<Sha256>,
+    /// Operate inside this network namespace (as made by `ip netns add NAME`): netlink,
+    /// /proc/sys/net, and the fetch of remote sources
     #[arg(long, value_name = "NAME")]
     netns: Option<String>,
     /// Prefix for every file underlay reads or writes (/etc, /var/lib): tests use a scratch
@@ -179,6 +231,65 @@ pub struct Common {
     /// Show unchanged resources' values too; repeat for debug logs on stderr
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Logs: `auto` is journald when systemd started underlay (JOURNAL_STREAM), else text on
+    /// stderr; `json` is one JSON object per line on stderr. Level: UNDERLAY_LOG (e.g. debug)
+    #[arg(long, value_enum, value_name = "FORMAT", default_value = "auto")]
+    log_format: LogFormat,
+    #[command(flatten)]
+    sources: SourceArgs,
+    /// Whether this process is already in --netns.
+    #[arg(skip)]
+    entered: Cell<bool>,
+}
+
+#[derive(Args)]
+#[command(next_help_heading = "First-boot sources")]
+pub struct SourceArgs {
+    /// Trust only the CA certificates in this PEM bundle for https sources (a private
+    /// provisioning CA) [default: underlay.ca= on the kernel command line, else the OS trust store]
+    #[arg(long, value_name = "PEM")]
+    ca_file: Option<PathBuf>,
+    /// Kernel command line to read underlay.* and BOOTIF= from (tests and dry runs point it at a file)
+    #[arg(long, value_name = "FILE", env = "UNDERLAY_CMDLINE", default_value = cmdline::DEFAULT_PATH)]
+    cmdline: PathBuf,
+    /// cloud-init's instance directory (cloud-config.txt, vendor-cloud-config.txt, user-data.txt)
+    #[arg(long, value_name = "DIR", env = "UNDERLAY_CLOUD_INIT_DIR", default_value = cloudinit::DEFAULT_INSTANCE_DIR)]
+    cloud_init_dir: PathBuf,
+    /// cloud-init's instance-data.json (v1.local_hostname for ${hostname})
+    #[arg(long, value_name = "FILE", env = "UNDERLAY_INSTANCE_DATA", default_value = cloudinit::DEFAULT_INSTANCE_DATA)]
+    instance_data: PathBuf,
+    /// sysfs, for DMI ${serial} and ${uuid} (class/dmi/id/product_serial, product_uuid)
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "UNDERLAY_SYSFS",
+        default_value = "/sys"
+    )]
+    sysfs: PathBuf,
+    /// Seconds per fetch attempt (connect, TLS, headers and body)
+    #[arg(long, value_name = "SECS", default_value_t = 15.0, value_parser = positive_secs)]
+    fetch_timeout: f64,
+    /// Attempts per remote source; waits between them double from 1 s (up to 8 s), with jitter.
+    /// A fetch takes at most attempts x timeout + the waits
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10))]
+    fetch_attempts: u32,
+}
+
+fn positive_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 3600.0 => Ok(v),
+        _ => Err(format!(
+            "'{s}' is not a number of seconds between 0 and 3600"
+        )),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Auto,
+    Text,
+    Json,
+    Journald,
 }
 
 pub fn main() -> ExitCode {
@@ -194,6 +305,7 @@ pub fn main() -> ExitCode {
             common,
         } => render::run(*what, *show_secrets, common),
         Command::Doctor(c) => doctor::run(c),
+        Command::ShowSources(c) => show_sources::run(c),
     };
     match result {
         Ok(code) => code,
@@ -205,34 +317,83 @@ fn under_root(root: &Path, p: &str) -> PathBuf {
     root.join(p.trim_start_matches('/'))
 }
 
-fn init_logs(verbose: u8) {
-    let level = match verbose {
-        0 | 1 => "warn",
-        2 => "debug",
+/// Logs go to stderr (text or JSON lines) or, under systemd, to the journal
+/// with fields. No secret is logged anywhere: URLs appear without their query
+/// string, fetched files never.
+fn init_logs(c: &Common) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::EnvFilter;
+
+    let format = match c.log_format {
+        LogFormat::Auto if under_journald() => LogFormat::Journald,
+        LogFormat::Auto => LogFormat::Text,
+        f => f,
+    };
+    // The journal is where an unattended first boot is read: info there.
+    let level = match (c.verbose, format) {
+        (0 | 1, LogFormat::Journald) => "info",
+        (0 | 1, _) => "warn",
+        (2, _) => "debug",
         _ => "trace",
     };
-    tracing_subscriber::fmt()
+    let filter =
+        || EnvFilter::try_from_env("UNDERLAY_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    match format {
+        LogFormat::Journald => match tracing_journald::layer() {
+            Ok(layer) => {
+                let _ = tracing_subscriber::registry()
+                    .with(filter())
+                    .with(layer.with_syslog_identifier("underlay".into()))
+                    .try_init();
+                return;
+            }
+            Err(e) => eprintln!("underlay: cannot log to the journal ({e}); logging to stderr"),
+        },
+        LogFormat::Json => {
+            let _ = tracing_subscriber::fmt()
+                .json()
+                .with_writer(std::io::stderr)
+                .with_env_filter(filter())
+                .try_init();
+            return;
+        }
+        _ => {}
+    }
+    let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("UNDERLAY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
-        )
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(filter())
+        .try_init();
+}
+
+/// systemd sets JOURNAL_STREAM=<dev>:<inode> when stderr is the journal;
+/// it must match stderr itself (a child with redirected stderr inherits the
+/// variable but not the stream).
+fn under_journald() -> bool {
+    let Ok(v) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = v.split_once(':') else {
+        return false;
+    };
+    match nix::sys::stat::fstat(std::io::stderr()) {
+        Ok(st) => {
+            dev.parse::<u64>().ok() == Some(st.st_dev) && ino.parse::<u64>().ok() == Some(st.st_ino)
+        }
+        Err(_) => false,
+    }
 }
 
 impl Common {
-    /// Loads and validates the profile and host facts: before anything else
-    /// runs, so bad input changes nothing.
-    fn load(&self, verb: &'static str) -> Result<Desired, Failed> {
-        let role = self
-            .profile
-            .clone()
-            .unwrap_or_else(|| under_root(&self.root, "/etc/underlay/profile.toml"));
-        let host = self
-            .host
-            .clone()
-            .unwrap_or_else(|| under_root(&self.root, "/etc/underlay/host.toml"));
-        profile::load(&role, &host).map_err(|e| Failed::profile(self, verb, &e))
+    /// Moves this process into --netns, once: the fetch of remote sources
+    /// and every netlink socket then use the namespace's network.
+    fn enter_netns(&self, verb: &'static str) -> Result<(), Failed> {
+        if let (Some(ns), false) = (&self.netns, self.entered.get()) {
+            netns::enter(ns).map_err(|e| Failed::system(self, verb, &e))?;
+            self.entered.set(true);
+        }
+        Ok(())
     }
 
     /// Enters --netns (after refusing what would leak out of it) and opens the system.
@@ -249,7 +410,7 @@ impl Common {
                 ));
             }
             engine::check_netns_safe(desired).map_err(|e| Failed::engine(self, verb, &e))?;
-            netns::enter(ns).map_err(|e| Failed::system(self, verb, &e))?;
+            self.enter_netns(verb)?;
         }
         LinuxSystem::new(&self.root, &self.state, self.netns.is_some())
             .map_err(|e| Failed::system(self, verb, &e))

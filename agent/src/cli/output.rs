@@ -9,6 +9,7 @@ use underlay::engine::EngineError;
 use underlay::error::ErrorKind;
 use underlay::profile::{Problem, ProfileError};
 use underlay::report::Document;
+use underlay::source::{SourceDoc, SourceError};
 use underlay::system::SystemError;
 
 use super::Common;
@@ -21,6 +22,7 @@ pub struct Failed {
     kind: ErrorKind,
     message: String,
     problems: Vec<Problem>,
+    sources: Vec<SourceDoc>,
 }
 
 thread_local! {
@@ -41,7 +43,18 @@ impl Failed {
             kind,
             message,
             problems: Vec::new(),
+            sources: Vec::new(),
         }
+    }
+
+    /// The sources loaded before the failure, for the JSON document.
+    pub fn with_sources(mut self, sources: Vec<SourceDoc>) -> Failed {
+        self.sources = sources;
+        self
+    }
+
+    pub fn source(c: &Common, verb: &'static str, e: &SourceError) -> Failed {
+        Failed::new(c, verb, e.kind(), e.to_string())
     }
 
     pub fn profile(c: &Common, verb: &'static str, e: &ProfileError) -> Failed {
@@ -62,7 +75,7 @@ impl Failed {
     pub fn exit(self) -> ExitCode {
         if self.json {
             let total_ms = STARTED.with(|t| (t.elapsed().as_secs_f64() * 1e6).round() / 1e3);
-            let doc = Document::of_error(
+            let mut doc = Document::of_error(
                 self.verb,
                 self.netns.as_deref(),
                 self.kind,
@@ -70,6 +83,7 @@ impl Failed {
                 &self.problems,
                 total_ms,
             );
+            doc.sources = self.sources;
             println!("{}", serde_json::to_string(&doc).unwrap_or_default());
         } else {
             eprintln!("underlay {}: error: {}", self.verb, self.message);

@@ -9,9 +9,9 @@ use underlay::error::ErrorKind;
 use super::{init_logs, output, Common, Failed, RenderWhat};
 
 pub fn run(what: RenderWhat, show_secrets: bool, c: &Common) -> Result<ExitCode, Failed> {
-    init_logs(c.verbose);
+    init_logs(c);
     output::start_clock();
-    let desired = c.load("render")?;
+    let (desired, _) = c.load("render")?;
     let text = match what {
         RenderWhat::Calico => underlay::render::calico::render(&desired)
             .map_err(|e| Failed::new(c, "render", ErrorKind::Input, e.to_string()))?,

@@ -190,6 +190,37 @@ pub fn load(role: &Path, host: &Path) -> Result<Desired, ProfileError> {
     load_sources(&role_src, &host_src)
 }
 
+/// Same as [`load`] on bytes from any source (a file, an HTTPS URL,
+/// cloud-init): `*_origin` names them in every error, where a file name
+/// would be (`https://prov/r.toml:12:3: ...`).
+pub fn load_bytes(
+    role_origin: &str,
+    role: &[u8],
+    host_origin: &str,
+    host: &[u8],
+) -> Result<Desired, ProfileError> {
+    let text = |origin: &str, b: &[u8]| {
+        String::from_utf8(b.to_vec()).map_err(|e| {
+            let at = e.utf8_error().valid_up_to();
+            let src = Source {
+                path: origin.into(),
+                text: String::from_utf8_lossy(&b[..at]).into_owned(),
+            };
+            src.problem(
+                "",
+                &(at..at),
+                "not UTF-8 text (a TOML file must be UTF-8); is this the right file?",
+            )
+        })
+    };
+    match (text(role_origin, role), text(host_origin, host)) {
+        (Ok(r), Ok(h)) => load_str(role_origin, &r, host_origin, &h),
+        (r, h) => Err(ProfileError::Invalid(
+            [r.err(), h.err()].into_iter().flatten().collect(),
+        )),
+    }
+}
+
 /// Same as [`load`] on in-memory text; `role_name`/`host_name` are used in errors.
 pub fn load_str(
     role_name: &str,

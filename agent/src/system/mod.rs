@@ -5,8 +5,10 @@
 
 pub mod fake;
 pub mod files;
+pub mod https;
 pub mod linux;
 pub mod netns;
+pub mod sources;
 pub mod sysctl;
 
 use std::collections::BTreeSet;

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 #[path = "../schema_check/mod.rs"]
-mod schema_check;
+pub mod schema_check;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

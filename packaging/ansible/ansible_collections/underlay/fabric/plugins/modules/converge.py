@@ -41,13 +41,13 @@ options:
       - The role profile (TOML) on the target host, shared by every host of
         the role. Default on the agent's side is C(<root>/etc/underlay/profile.toml).
       - An C(https://) URL is passed through to the agent, which fetches it
-        pinned by I(profile_sha256) (needs an agent with C(--profile URL)
-        and C(--profile-sha256) support).
+        over HTTPS pinned by I(profile_sha256), keeping the last good copy in
+        its cache.
     type: str
   profile_sha256:
     description:
-      - The sha256 (hex) a remote I(profile) must have. Passed as
-        C(--profile-sha256); needs an agent with remote profile sources.
+      - The sha256 (hex, as C(sha256sum) prints it) the I(profile) must have;
+        required for a URL. Passed as C(--profile-sha256).
     type: str
   host:
     description:
@@ -58,8 +58,14 @@ options:
     aliases: [host_facts]
   host_sha256:
     description:
-      - The sha256 (hex) a remote I(host) must have. Passed as C(--host-sha256).
+      - The sha256 (hex) the I(host) facts must have; required for a URL.
+        Passed as C(--host-sha256).
     type: str
+  ca_file:
+    description:
+      - Trust only the CA certificates in this PEM bundle (on the target) for
+        C(https://) sources, a private provisioning CA. Passed as C(--ca-file).
+    type: path
   wait:
     description:
       - After converging, wait for the readiness gates (C(apply --wait)); the
@@ -265,6 +271,7 @@ def build_command(binary, params, check_mode):
         ("profile_sha256", "--profile-sha256"),
         ("host", "--host"),
         ("host_sha256", "--host-sha256"),
+        ("ca_file", "--ca-file"),
         ("netns", "--netns"),
     ):
         if params.get(opt):
@@ -326,6 +333,7 @@ def main():
             profile_sha256=dict(type="str"),
             host=dict(type="str", aliases=["host_facts"]),
             host_sha256=dict(type="str"),
+            ca_file=dict(type="path"),
             wait=dict(type="bool", default=False),
             wait_timeout=dict(type="int"),
             join=dict(type="bool", default=False),
