@@ -7,6 +7,7 @@
 //! - shell loop, no-op: `xargs -P F` (the same parallelism) and sequential;
 //! - playbook no-op with `--forks 1`, so that (playbook − sequential loop)/N
 //!   is the module's per-host overhead over the raw CLI;
+//!
 //! then `fleet down`, `fleet up` again and the shell loop's first run.
 //! Wall times are one run each (a fleet run is seconds long; the spread is
 //! reported by running the bench again, not hidden in a median).
