@@ -196,6 +196,15 @@ fn module_check_apply_noop_diff_and_bad_profile() {
     assert!(p.result["durations_ms"]["total"].as_f64().unwrap() > 0.0);
     let addrs = lab.ip_json(&["addr", "show", "dev", "lo"]).to_string();
     assert!(addrs.contains("10.10.0.11"), "{addrs}");
+    // The uplinks were just set up: their carrier comes a moment later, and
+    // would otherwise show up as a difference in the next snapshots.
+    let t0 = std::time::Instant::now();
+    while lab.ip_json(&["link", "show"]).as_array().unwrap().iter().any(|l| {
+        l["ifname"].as_str().is_some_and(|n| n.starts_with("eth")) && l["operstate"] != "UP"
+    }) {
+        assert!(t0.elapsed().as_secs() < 10, "uplinks never got a carrier");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let converged = lab.snapshot(PROFILE_SYSCTLS);
 
     // Second run: nothing to do.

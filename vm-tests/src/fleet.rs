@@ -470,6 +470,8 @@ pub struct HostResult {
     pub changed: bool,
     pub failed: bool,
     pub rolled_back: bool,
+    /// The agent's exit code (4: a safe apply rolled back).
+    pub exit_code: Option<i64>,
     pub msg: String,
     /// The agent's own total (durations_ms.total).
     pub agent_ms: Option<f64>,
@@ -569,6 +571,7 @@ pub fn run(lab: &Lab, opts: &RunOptions) -> Result<FleetRun> {
             // The dump drops Ansible's own `failed` flag: the recap has it.
             failed: recap.get(&h.name).copied().unwrap_or(true),
             rolled_back: v["rolled_back"].as_bool().unwrap_or(false),
+            exit_code: v["exit_code"].as_i64(),
             msg: v["msg"].as_str().unwrap_or_default().to_string(),
             agent_ms: v["durations_ms"]["total"].as_f64(),
             module_ms: v["durations_ms"]["module_wall"].as_f64(),
@@ -628,7 +631,10 @@ pub fn render_run(r: &FleetRun) -> String {
 
 /// The reference for the benchmark: a plain shell loop of `underlay apply`
 /// over the same SSH (sequential, or `parallel` at a time with xargs -P).
-pub fn shell_loop(lab: &Lab, parallel: u32) -> Result<(f64, bool)> {
+/// `persist`: reuse one SSH connection per host across loops (ControlMaster,
+/// as Ansible's ssh connection does by default), so the comparison with the
+/// playbook is not just a comparison of SSH handshakes.
+pub fn shell_loop(lab: &Lab, parallel: u32, persist: bool) -> Result<(f64, bool)> {
     let fd = fleet_dir(lab);
     let bin = agent::find_agent_bin()?;
     let profile = lab.profile.clone().unwrap_or_else(agent::default_profile);
@@ -647,8 +653,16 @@ pub fn shell_loop(lab: &Lab, parallel: u32) -> Result<(f64, bool)> {
     }
     std::fs::write(fd.join("hosts.lines"), lines)?;
     let cfg = fd.join("ssh_config");
+    let mux = if persist {
+        format!(
+            "-o ControlMaster=auto -o ControlPersist=120s -o ControlPath={}/loop-%C",
+            fd.display()
+        )
+    } else {
+        String::new()
+    };
     let script = format!(
-        "<{list} xargs -P {parallel} -L 1 sh -c 'ssh -F {cfg} \"$0\" \"$@\" >/dev/null'",
+        "<{list} xargs -P {parallel} -L 1 sh -c 'ssh -F {cfg} {mux} \"$0\" \"$@\" >/dev/null'",
         list = fd.join("hosts.lines").display(),
         cfg = cfg.display()
     );

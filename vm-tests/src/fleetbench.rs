@@ -4,9 +4,11 @@
 //!
 //! Per N (default 4, 16, 32): `fleet up`, then timed
 //! - playbook, first run (every host changes) and no-op run, `--forks F`;
-//! - shell loop, no-op: `xargs -P F` (the same parallelism) and sequential;
-//! - playbook no-op with `--forks 1`, so that (playbook − sequential loop)/N
-//!   is the module's per-host overhead over the raw CLI;
+//! - shell loop, no-op: `xargs -P F` (the same parallelism) and sequential,
+//!   each with a new SSH connection per host, then sequential again on warm
+//!   per-host connections (ControlMaster, as Ansible's ssh plugin keeps them);
+//! - playbook no-op with `--forks 1`, so that (playbook − sequential loop on
+//!   warm connections)/N is the module's per-host overhead over the raw CLI;
 //!
 //! then `fleet down`, `fleet up` again and the shell loop's first run.
 //! Wall times are one run each (a fleet run is seconds long; the spread is
@@ -49,8 +51,11 @@ pub struct Record {
     pub playbook_noop_forks1_ms: f64,
     pub loop_noop_parallel_ms: f64,
     pub loop_noop_sequential_ms: f64,
+    /// Sequential, reusing a warm SSH connection per host (as Ansible does).
+    pub loop_noop_sequential_persist_ms: f64,
     pub loop_first_parallel_ms: Option<f64>,
-    /// (playbook --forks 1 no-op − sequential loop no-op) / hosts.
+    /// (playbook --forks 1 no-op − sequential loop no-op on warm
+    /// connections) / hosts.
     pub module_overhead_per_host_ms: f64,
     /// Mean of the agent's own total over the hosts, no-op run.
     pub agent_noop_mean_ms: f64,
@@ -100,9 +105,12 @@ fn one(dir: &Path, prefix: &str, n: u8, args: &Args) -> Result<Record> {
         check(&noop, n, false, "playbook no-op run")?;
         let noop1 = fleet::run(&lab, &opts(1))?;
         check(&noop1, n, false, "playbook no-op run, forks 1")?;
-        let (lp, ok1) = fleet::shell_loop(&lab, args.forks)?;
-        let (ls, ok2) = fleet::shell_loop(&lab, 1)?;
-        if !(ok1 && ok2) {
+        let (lp, ok1) = fleet::shell_loop(&lab, args.forks, false)?;
+        let (ls, ok2) = fleet::shell_loop(&lab, 1, false)?;
+        // Warm the per-host connections, then time the loop reusing them.
+        let (_, ok3) = fleet::shell_loop(&lab, args.forks, true)?;
+        let (lsp, ok4) = fleet::shell_loop(&lab, 1, true)?;
+        if !(ok1 && ok2 && ok3 && ok4) {
             bail!("the shell loop of `underlay apply` failed on some host");
         }
         let agent_noop_mean_ms =
@@ -116,8 +124,9 @@ fn one(dir: &Path, prefix: &str, n: u8, args: &Args) -> Result<Record> {
             playbook_noop_forks1_ms: noop1.wall_ms,
             loop_noop_parallel_ms: lp,
             loop_noop_sequential_ms: ls,
+            loop_noop_sequential_persist_ms: lsp,
             loop_first_parallel_ms: None,
-            module_overhead_per_host_ms: (noop1.wall_ms - ls) / f64::from(n),
+            module_overhead_per_host_ms: (noop1.wall_ms - lsp) / f64::from(n),
             agent_noop_mean_ms,
         })
     })();
@@ -127,7 +136,7 @@ fn one(dir: &Path, prefix: &str, n: u8, args: &Args) -> Result<Record> {
         let cold = (|| {
             up(&lab)?;
             let lab = Lab::load(&lab.dir)?;
-            let (ms, ok) = fleet::shell_loop(&lab, args.forks)?;
+            let (ms, ok) = fleet::shell_loop(&lab, args.forks, false)?;
             if !ok {
                 bail!("the shell loop's first run failed on some host");
             }
@@ -141,11 +150,11 @@ fn one(dir: &Path, prefix: &str, n: u8, args: &Args) -> Result<Record> {
 
 pub fn render(records: &[Record]) -> String {
     let mut s = String::from(
-        "hosts forks |  up s | playbook first  no-op  no-op/f1 | loop first  no-op  no-op/seq | module overhead/host | agent no-op\n",
+        "hosts forks |  up s | playbook first  no-op  no-op/f1 | loop first  no-op  no-op/seq  seq/warm-ssh | module overhead/host | agent no-op\n",
     );
     for r in records {
         s.push_str(&format!(
-            "{:>5} {:>5} | {:>5.1} | {:>11.0} ms {:>6.0} {:>9.0} | {:>10} {:>6.0} {:>10.0} | {:>17.0} ms | {:>8.1} ms\n",
+            "{:>5} {:>5} | {:>5.1} | {:>11.0} ms {:>6.0} {:>9.0} | {:>10} {:>6.0} {:>10.0} {:>13.0} | {:>17.0} ms | {:>8.1} ms\n",
             r.hosts,
             r.forks,
             r.up_ms / 1e3,
@@ -157,6 +166,7 @@ pub fn render(records: &[Record]) -> String {
                 .unwrap_or("-".into()),
             r.loop_noop_parallel_ms,
             r.loop_noop_sequential_ms,
+            r.loop_noop_sequential_persist_ms,
             r.module_overhead_per_host_ms,
             r.agent_noop_mean_ms,
         ));
@@ -173,9 +183,9 @@ pub fn slope_line(records: &[Record]) -> Option<String> {
     }
     let dn = f64::from(b.hosts - a.hosts);
     let pb = (b.playbook_noop_forks1_ms - a.playbook_noop_forks1_ms) / dn;
-    let lp = (b.loop_noop_sequential_ms - a.loop_noop_sequential_ms) / dn;
+    let lp = (b.loop_noop_sequential_persist_ms - a.loop_noop_sequential_persist_ms) / dn;
     Some(format!(
-        "per host, sequential no-op, slope {}..{} hosts: playbook (forks 1) {pb:.0} ms, shell loop {lp:.0} ms, module overhead {:.0} ms; fixed start-up of ansible-playbook ≈ {:.0} ms",
+        "per host, sequential no-op, slope {}..{} hosts: playbook (forks 1) {pb:.0} ms, shell loop on warm SSH {lp:.0} ms, module overhead {:.0} ms; fixed start-up of ansible-playbook ≈ {:.0} ms",
         a.hosts,
         b.hosts,
         pb - lp,

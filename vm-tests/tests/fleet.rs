@@ -8,7 +8,9 @@
 //!    stay converged; afterwards its sessions are Established again and the
 //!    host is exactly as before (addresses, rules, routes, BIRD config);
 //! 4. `underlay apply --confirm` killed with SIGKILL inside its window: the
-//!    checkpoint stays, and the next `underlay apply` rolls it back first.
+//!    checkpoint stays, and the next `underlay apply` rolls it back first;
+//! 5. `--probe`: every gate passes but a TCP connection through the fabric
+//!    to the client does not: rolled back; with a listener, kept.
 //!
 //! Needs root, BIRD 2, openssh-server, python3-venv and PyPI (or an existing
 //! venv, vm-tests/ansible-venv.sh); fails loudly without them. Run it as
@@ -313,6 +315,7 @@ fn fleet_playbook_and_safe_apply() {
     let h2 = host(&rs, "h2");
     assert_eq!(h2["failed"], true, "{out}");
     assert_eq!(h2["rolled_back"], true, "{out}");
+    assert_eq!(h2["exit_code"], 4, "the documented exit code of a rollback: {out}");
     let msg = h2["msg"].as_str().unwrap();
     assert!(
         msg.contains("rolled back") && msg.contains("bgp-established"),
@@ -389,6 +392,69 @@ fn fleet_playbook_and_safe_apply() {
     assert!(!checkpoint.exists(), "the checkpoint was not removed");
     fleet.wait_established(h, Duration::from_secs(30));
     fleet.wait_snapshot(h, &converged, Duration::from_secs(30));
+
+    // 5. --probe: the gates pass but a TCP connection through the fabric
+    // does not: rolled back; with a listener there, the change is kept.
+    let h = "h4";
+    let ns = fleet.netns(h);
+    let rule = ["rule", "del", "pref", "30001"];
+    let del_rule = || {
+        let ok = Command::new("ip")
+            .args(["-n", &ns])
+            .args(rule)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "could not delete our rule in {ns}");
+    };
+    del_rule(); // something for the apply to change
+    let diverged = fleet.snapshot(h);
+    let probe = "192.168.99.1:9079"; // the client's address, behind both ToRs
+    let out = fleet
+        .underlay(h, "host.toml", &["--confirm", "5", "--probe", probe, "--json"])
+        .output()
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("apply JSON");
+    assert_eq!(out.status.code(), Some(4), "{doc}");
+    let reason = doc["rollback"]["reason"].as_str().unwrap();
+    assert!(reason.contains("probe") && reason.contains(probe), "{reason}");
+    assert!(
+        doc["gates"]["gates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|g| g["passed"] == true || g["name"] == "probe"),
+        "only the probe may fail here: {doc}"
+    );
+    fleet.wait_snapshot(h, &diverged, Duration::from_secs(10));
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", &format!("{}client", fleet.prefix), LAB])
+        .args(["probe", "serve", probe, "--idle-secs", "30"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(server.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+    }
+    let out = fleet
+        .underlay(h, "host.toml", &["--confirm", "10", "--probe", probe, "--json"])
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("apply JSON");
+    assert_eq!(out.status.code(), Some(0), "{doc}");
+    assert!(doc["rollback"].is_null(), "{doc}");
+    assert!(doc["changed"] == true, "{doc}");
+    assert!(!fleet
+        .host_dir(h)
+        .join("root/var/lib/underlay/checkpoint.json")
+        .exists());
 
     let (ok, out) = fleet.lab(&["fleet", "down"]);
     assert!(ok, "{out}");
