@@ -12,8 +12,8 @@ fi
 # package:command pairs; a package is installed when its command is missing.
 need=()
 for pair in bird2:bird iproute2:ip nftables:nft iptables:iptables conntrack:conntrack \
-            socat:socat tcpdump:tcpdump procps:sysctl openssl:openssl openssh-server:sshd \
-            openssh-client:ssh python3:python3; do
+            socat:socat tcpdump:tcpdump procps:sysctl openssl:openssl ipset:ipset \
+            openssh-server:sshd openssh-client:ssh python3:python3; do
     cmd=${pair#*:}
     command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("${pair%%:*}")
 done

@@ -161,7 +161,7 @@ pub fn read_bgp_inputs(sys: &mut dyn System, d: &Desired) -> Result<BgpInputs, E
         passwords.push(match &u.password_file {
             None => None,
             Some(f) => {
-                let text = sys.read_file(f)?.ok_or_else(|| {
+                let text = sys.read_secret(f)?.map(crate::system::Secret::into_string).ok_or_else(|| {
                     EngineError::Refused(format!(
                         "uplink '{}': password_file {} does not exist (below --root); create it (mode 0600) or drop password_file",
                         u.name,

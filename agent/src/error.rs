@@ -2,9 +2,9 @@
 //! the exit code, whether watch mode retries with back-off or keeps the last
 //! good state, and whether Ansible fails the host or retries it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ErrorKind {
     /// The profile, the host facts or the flags are wrong: fix the input;

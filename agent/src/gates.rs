@@ -287,6 +287,38 @@ pub struct Outcome {
 pub fn wait(
     sys: &mut dyn System,
     spec: &Spec,
+    progress: impl FnMut(&[Gate], Duration),
+) -> Result<Outcome, SystemError> {
+    wait_with(sys, spec, &mut Sleep, progress)
+}
+
+/// How `wait_with` spends the time between two readings.
+pub trait Pause {
+    /// Returns after at most `max`, or earlier when something changed.
+    fn pause(&mut self, max: Duration);
+}
+
+/// Plain polling: 100 ms between readings.
+pub struct Sleep;
+
+impl Pause for Sleep {
+    fn pause(&mut self, max: Duration) {
+        std::thread::sleep(max.min(POLL));
+    }
+}
+
+const POLL: Duration = Duration::from_millis(100);
+
+/// Gates the kernel announces (link state, routes in the host table): while
+/// only these are pending, a pause that wakes on netlink events waits for
+/// one instead of polling. Any other gate (BIRD's) is polled every 100 ms.
+const EVENTED: &[&str] = &[UPLINKS_UP, ECMP_PATHS];
+
+/// [`wait`], pausing through `pause` (an event source in the CLI).
+pub fn wait_with(
+    sys: &mut dyn System,
+    spec: &Spec,
+    pause: &mut dyn Pause,
     mut progress: impl FnMut(&[Gate], Duration),
 ) -> Result<Outcome, SystemError> {
     let start = Instant::now();
@@ -303,7 +335,13 @@ pub fn wait(
                 elapsed_ms: elapsed.as_millis() as u64,
             });
         }
-        std::thread::sleep(Duration::from_millis(100));
+        let evented = gates
+            .iter()
+            .filter(|g| !g.passed)
+            .all(|g| EVENTED.contains(&g.name));
+        // Never past the timeout: the last reading is taken at it.
+        let left = spec.timeout.saturating_sub(elapsed);
+        pause.pause(if evented { left } else { left.min(POLL) });
     }
 }
 
@@ -430,6 +468,39 @@ mod tests {
         let g = evaluate(&spec(), &r);
         assert_eq!(failed(&g), [BGP_ESTABLISHED, SERVICE_EXPORTED]);
         assert!(g[1].evidence.contains("BIRD not answering"));
+    }
+
+    /// Records what it was asked to wait for; sleeps briefly so time moves.
+    struct Recorder(Vec<Duration>);
+    impl Pause for Recorder {
+        fn pause(&mut self, max: Duration) {
+            self.0.push(max);
+            std::thread::sleep(max.min(Duration::from_millis(20)));
+        }
+    }
+
+    #[test]
+    fn only_netlink_gates_pending_waits_for_an_event_up_to_the_timeout() {
+        let mut sys = crate::system::fake::FakeSystem::with_nics(&["eth0", "eth1"]);
+        let mut s = spec();
+        s.timeout = Duration::from_millis(150);
+        // Without BGP only uplinks-up is left: one pause for the rest of the timeout.
+        s.socket = None;
+        let mut rec = Recorder(Vec::new());
+        let o = wait_with(&mut sys, &s, &mut rec, |_, _| {}).unwrap();
+        assert!(!o.passed);
+        assert!(rec.0[0] > Duration::from_millis(100), "{:?}", rec.0);
+        assert!(rec.0.iter().all(|d| *d <= s.timeout));
+        assert!(
+            o.elapsed_ms >= 150 && o.elapsed_ms < 1000,
+            "{}",
+            o.elapsed_ms
+        );
+        // BIRD's gates have no events: polled every 100 ms at most.
+        s.socket = Some("/run/bird/bird.ctl".into());
+        let mut rec = Recorder(Vec::new());
+        wait_with(&mut sys, &s, &mut rec, |_, _| {}).unwrap();
+        assert!(rec.0.iter().all(|d| *d <= POLL), "{:?}", rec.0);
     }
 
     #[test]

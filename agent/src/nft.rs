@@ -55,7 +55,8 @@ pub const IPPROTO_IPIP: u32 = 4;
 pub struct NatParams {
     pub mode: NatMode,
     pub service_ipv4: Ipv4Addr,
-    /// Uplink interface names. `snat` mode SNATs only what leaves through these.
+    /// Uplink interface names. `snat` mode SNATs only what leaves through these, and the mark
+    /// guard clears the bit only on tunnel packets leaving through these (the outer ones).
     pub uplinks: Vec<String>,
     /// Pod CIDRs. Only the IPv4 ones are used (the SNAT target is an IPv4 address).
     pub pod_cidrs: Vec<ipnet::IpNet>,

@@ -211,6 +211,11 @@ pub struct Document {
     /// whether the cache stood in for the server); empty when the run
     /// failed before reading them.
     pub sources: Vec<SourceDoc>,
+    /// The cluster join (`join`, `apply --join`), when it was considered.
+    pub join: Option<crate::join::JoinReport>,
+    /// `status`: what the watcher (`underlay watch`) last reported; null
+    /// for other verbs or when no watcher ever ran.
+    pub watch: Option<crate::watch::status::WatchStatus>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -327,6 +332,8 @@ impl Document {
             recovered: r.recovered,
             rollback: None,
             sources: Vec::new(),
+            join: None,
+            watch: None,
         }
     }
 
@@ -395,6 +402,8 @@ impl Document {
             recovered: false,
             rollback: None,
             sources: Vec::new(),
+            join: None,
+            watch: None,
         }
     }
 
@@ -430,6 +439,8 @@ impl Document {
             recovered: false,
             rollback: None,
             sources,
+            join: None,
+            watch: None,
         }
     }
 }

@@ -41,6 +41,9 @@ pub struct State {
     /// Whether the `inet underlay` nftables table is ours to delete.
     #[serde(default)]
     pub nft_table: bool,
+    /// Set once underlay joined this node to the cluster: never again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined: Option<crate::join::JoinRecord>,
     /// What a run set out to create and has not yet recorded as owned.
     /// Empty after every run that finished; non-empty only after a crash.
     #[serde(default, skip_serializing_if = "Intents::is_empty")]
@@ -84,6 +87,7 @@ impl Default for State {
             nft_table: false,
             intents: Intents::default(),
             unknown: BTreeMap::new(),
+            joined: None,
         }
     }
 }

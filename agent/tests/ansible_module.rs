@@ -199,9 +199,15 @@ fn module_check_apply_noop_diff_and_bad_profile() {
     // The uplinks were just set up: their carrier comes a moment later, and
     // would otherwise show up as a difference in the next snapshots.
     let t0 = std::time::Instant::now();
-    while lab.ip_json(&["link", "show"]).as_array().unwrap().iter().any(|l| {
-        l["ifname"].as_str().is_some_and(|n| n.starts_with("eth")) && l["operstate"] != "UP"
-    }) {
+    while lab
+        .ip_json(&["link", "show"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| {
+            l["ifname"].as_str().is_some_and(|n| n.starts_with("eth")) && l["operstate"] != "UP"
+        })
+    {
         assert!(t0.elapsed().as_secs() < 10, "uplinks never got a carrier");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }

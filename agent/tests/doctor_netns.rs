@@ -12,13 +12,46 @@ use doctorlab::{assert_clean, problems, Lab, OVERLAY_ROLE};
 use underlay::doctor::checks::*;
 use underlay::doctor::Severity;
 
-const KUBE_PROXY_1_19: &str = "
-iptables -t nat -N KUBE-MARK-MASQ
-iptables -t nat -A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000
-iptables -t nat -N KUBE-POSTROUTING
-iptables -t nat -A KUBE-POSTROUTING -m mark --mark 0x4000/0x4000 -j MASQUERADE
-iptables -t nat -A POSTROUTING -j KUBE-POSTROUTING
-";
+/// Loads the rules a component writes (`tests/fixtures/firewall/`) into the lab host, the way
+/// it writes them: iptables-restore --noflush, or nft -f; Felix's ipsets first.
+fn load_rules(lab: &Lab, file: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/firewall")
+        .join(file);
+    let path = path.display();
+    let script = if file.ends_with(".nft") {
+        format!("nft -f '{path}'")
+    } else if file.starts_with("calico") {
+        format!(
+            "ipset create cali40masq-ipam-pools hash:net family inet
+             ipset create cali40all-ipam-pools hash:net family inet
+             ipset add cali40masq-ipam-pools 10.244.0.0/16
+             ipset add cali40all-ipam-pools 10.244.0.0/16
+             iptables-restore --noflush < '{path}'"
+        )
+    } else {
+        format!("iptables-restore --noflush < '{path}'")
+    };
+    lab.sh(&lab.host, &script);
+}
+
+/// A Calico-style vxlan.calico on the lab host (local = the service IP on lo, bound to lo as
+/// Calico binds it), a remote VTEP 10.10.0.12 and the Service range behind ToR a (the lab
+/// runs no BGP here), and the remote pod block routed onlink.
+const VXLAN_TO_REMOTE: &str = "ip route add 10.10.0.12/32 via 172.30.0.0 dev eth0
+ip route add 10.96.0.0/16 via 172.30.0.0 dev eth0
+ip link add vxlan.calico type vxlan id 4096 local 10.10.0.11 dev lo dstport 4789 nolearning
+ip link set vxlan.calico mtu 1450 address 66:00:00:00:00:01
+ip addr add 10.244.1.0/32 dev vxlan.calico
+ip link set vxlan.calico up
+ip neigh add 10.244.2.0 lladdr 66:00:00:00:00:02 dev vxlan.calico nud permanent
+bridge fdb add 66:00:00:00:00:02 dev vxlan.calico dst 10.10.0.12 self permanent
+ip route add 10.244.2.0/26 via 10.244.2.0 dev vxlan.calico onlink";
+
+/// One datagram from the host to kube-proxy's Service 10.96.0.10:80 (DNATed to the remote
+/// pod 10.244.2.10:8080): its outer packet creates the conntrack entry the doctor reads.
+const SERVICE_FLOW: &str = "conntrack -F 2>/dev/null || true
+echo x | socat -u - UDP:10.96.0.10:80";
 
 fn expect_only(r: &underlay::doctor::DoctorReport, check: &str, sev: Severity) {
     assert_eq!(
@@ -220,12 +253,12 @@ fn vxlan_with_kube_proxy_mark_fails_until_the_guard_exists() {
     let r = lab.doctor(false);
     assert_clean(&r);
     assert!(r.get(TUNNEL_MARK).unwrap().evidence[0].contains("vxlan.calico (vxlan port 4789)"));
-    lab.sh(&lab.host, KUBE_PROXY_1_19);
+    load_rules(&lab, "kube-proxy-1.18.5.iptables-restore");
     let r = lab.doctor(false);
     expect_only(&r, TUNNEL_MARK, Severity::Failure);
     let ev = r.get(TUNNEL_MARK).unwrap().evidence.join("\n");
     assert!(
-        ev.contains("-A KUBE-POSTROUTING -m mark --mark 0x4000/0x4000 -j MASQUERADE"),
+        ev.contains("-A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -m mark --mark 0x4000/0x4000 -j MASQUERADE --random-fully"),
         "{ev}"
     );
     // The overlay profile turns the guard on: `inet underlay mark_guard`.
@@ -234,6 +267,88 @@ fn vxlan_with_kube_proxy_mark_fails_until_the_guard_exists() {
     assert_clean(&r);
     let ev = r.get(TUNNEL_MARK).unwrap().evidence.join("\n");
     assert!(ev.contains("guard: nft inet underlay mark_guard"), "{ev}");
+}
+
+/// Issue 10 on the real kernel: kube-proxy >= 1.19 behind Calico Felix's cali-POSTROUTING.
+/// The doctor reports the ordering from the rules alone; once a Service flow ran, the outer
+/// VXLAN entry is NATed with only its source port rewritten (transits are scope link, so
+/// MASQUERADE --random-fully keeps the service IP) and conntrack-tunnel-nat reports it too.
+/// The overlay profile's guard makes the host clean.
+#[test]
+fn kube_proxy_1_19_behind_calico_fails_and_port_only_nat_is_reported() {
+    let lab = Lab::new();
+    lab.sh(&lab.host, VXLAN_TO_REMOTE);
+    load_rules(&lab, "kube-proxy-1.19.iptables-restore");
+    let r = lab.doctor(false);
+    assert_clean(&r);
+    assert!(
+        r.get(TUNNEL_MARK)
+            .unwrap()
+            .title
+            .contains("clears the masquerade mark before its MASQUERADE"),
+        "{}",
+        r.human()
+    );
+
+    load_rules(&lab, "calico-felix.iptables-restore");
+    let r = lab.doctor(false);
+    expect_only(&r, TUNNEL_MARK, Severity::Failure);
+    let ev = r.get(TUNNEL_MARK).unwrap().evidence.join("\n");
+    assert!(
+        ev.contains("runs ahead of the clearing, earlier in iptables-save *nat POSTROUTING (via POSTROUTING > cali-POSTROUTING): iptables-save *nat: -A cali-POSTROUTING -o vxlan.calico"),
+        "{ev}"
+    );
+
+    lab.sh(&lab.host, SERVICE_FLOW);
+    let r = lab.doctor(false);
+    eprintln!("{}", r.human());
+    assert_eq!(
+        problems(&r),
+        [
+            (TUNNEL_MARK, Severity::Failure),
+            (CONNTRACK_TUNNEL_NAT, Severity::Failure)
+        ],
+        "{}",
+        r.human()
+    );
+    let f = r.get(CONNTRACK_TUNNEL_NAT).unwrap();
+    assert!(
+        f.evidence.iter().any(|e| e.contains("dport=4789")
+            && e.contains("(sent from 10.10.0.11:")
+            && e.ends_with("only the source port was rewritten")),
+        "{f:#?}"
+    );
+
+    lab.apply(Path::new(OVERLAY_ROLE));
+    lab.sh(&lab.host, SERVICE_FLOW);
+    let r = lab.doctor(false);
+    assert_clean(&r);
+    assert!(r
+        .get(TUNNEL_MARK)
+        .unwrap()
+        .evidence
+        .join("\n")
+        .contains("guard: nft inet underlay mark_guard: meta oifname={eth0,eth1}"));
+}
+
+/// kube-proxy's nftables mode next to Calico's iptables-nft rules: both nat chains at
+/// priority 100, so the doctor can only warn (which runs first depends on start-up order).
+#[test]
+fn kube_proxy_nftables_next_to_calico_warns_until_the_guard_exists() {
+    let lab = Lab::new();
+    lab.sh(&lab.host, VXLAN_TO_REMOTE);
+    load_rules(&lab, "kube-proxy-nftables.nft");
+    assert_clean(&lab.doctor(false));
+    load_rules(&lab, "calico-felix.iptables-restore");
+    let r = lab.doctor(false);
+    expect_only(&r, TUNNEL_MARK, Severity::Warning);
+    let ev = r.get(TUNNEL_MARK).unwrap().evidence.join("\n");
+    assert!(
+        ev.contains("at the same priority 100 as nft ip kube-proxy nat-postrouting"),
+        "{ev}"
+    );
+    lab.apply(Path::new(OVERLAY_ROLE));
+    assert_clean(&lab.doctor(false));
 }
 
 #[test]

@@ -37,13 +37,8 @@ fn doc_for(mode: Mode, sys: &mut FakeSystem) -> Value {
 
 /// A fake host whose kernel has every sysctl the profile manages.
 fn host() -> FakeSystem {
-    let mut sys = FakeSystem::with_nics(&["eth0", "eth1"]);
     let d = load_str("role.toml", ROLE, "host.toml", HOST).unwrap();
-    let (target, _) = engine::observe(&mut sys, &d, None).unwrap();
-    for (key, _) in &target.sysctls {
-        sys.sysctls.insert(key.clone(), "0".into());
-    }
-    sys
+    FakeSystem::with_nics(&["eth0", "eth1"]).with_sysctls_of(&d)
 }
 
 #[test]

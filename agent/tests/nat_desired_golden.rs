@@ -109,11 +109,35 @@ fn golden_snat_single_uplink_several_pod_cidrs() {
 }
 
 #[test]
-fn snat_without_uplinks_only_guards() {
+fn without_uplinks_neither_snat_nor_guard_is_desired() {
+    // Both match only what leaves through an uplink; with none there is nothing to match.
     let mut p = params(NatMode::Snat, Some(MarkGuard::default()));
     p.uplinks.clear();
-    let doc = serde_json::to_string(&desired_ruleset(&p).unwrap()).unwrap();
-    assert!(!doc.contains("pod_snat"), "{doc}");
+    assert!(desired_ruleset(&p).is_none());
+}
+
+/// Issue 10: the guard must leave the inner packet's mark alone (a Service whose endpoint
+/// listens on UDP 4789 is masqueraded by kube-proxy), so every guard rule starts with the
+/// uplink match; the outer packet is the only one of the tunnel that leaves an uplink.
+#[test]
+fn every_guard_rule_matches_only_packets_leaving_an_uplink() {
+    let doc = desired_ruleset(&params(NatMode::ScopeLink, Some(MarkGuard::default()))).unwrap();
+    let v = serde_json::to_value(&doc).unwrap();
+    let rules: Vec<&serde_json::Value> = v["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.get("rule"))
+        .filter(|r| r["chain"] == "mark_guard")
+        .collect();
+    assert_eq!(rules.len(), 2);
+    for r in rules {
+        assert_eq!(
+            r["expr"][0]["match"],
+            serde_json::json!({"left": {"meta": {"key": "oifname"}}, "right": {"set": ["up1", "up2"]}, "op": "=="}),
+            "{r}"
+        );
+    }
 }
 
 #[test]

@@ -108,7 +108,7 @@ fn probe(m: &mut Masq, port: u16) -> Probe {
     m.lab.spawn(
         &client,
         &format!(
-            "socat -T2 UDP-RECVFROM:{port},fork SYSTEM:'echo $SOCAT_PEERADDR >> {file}; echo pong'"
+            "socat -T2 UDP-RECVFROM:{port},fork SYSTEM:'read -r _; echo $SOCAT_PEERADDR >> {file}; echo pong'"
         ),
     );
     m.lab.wait_udp(&client, port);

@@ -20,8 +20,9 @@ fn params() -> NatParams {
     }
 }
 
-/// What nft 1.0.6 listed after applying `params()`: handles, metainfo, non-zero counters,
-/// and expressions as nft prints them.
+/// What nft 1.0.6 listed after applying `params()` (`nft -j list table inet underlay` in a
+/// scratch namespace): handles, metainfo and expressions as nft prints them; the counters were
+/// then set to 12/1000, as on a host that has seen traffic, which plan() must ignore.
 fn listed() -> ObservedNat {
     let text = include_str!("golden/listing_nft_1.0.6_snat_guard.json");
     ObservedNat {
@@ -80,7 +81,7 @@ fn changed_params_is_replace_with_a_readable_diff() {
     // The guard chain did not change: shown as context, not as +/-.
     assert!(
         diff.iter()
-            .any(|l| l.starts_with("    mark_guard: udp dport 4789")),
+            .any(|l| l.starts_with("    mark_guard: oifname { \"up1\", \"up2\" } udp dport 4789")),
         "{text}"
     );
 }

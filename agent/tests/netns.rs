@@ -497,11 +497,52 @@ fn bgp_password_reaches_bird_only() {
     assert!(!lab.root().join("etc/bird").exists());
 
     std::fs::create_dir_all(lab.root().join("etc/underlay/secrets")).unwrap();
-    std::fs::write(
-        lab.root().join("etc/underlay/secrets/tor-a"),
-        format!("{secret}\n"),
-    )
-    .unwrap();
+    let secret_file = lab.root().join("etc/underlay/secrets/tor-a");
+    std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+    // Readable by others (umask 022 made it 0644): refused like ssh refuses
+    // such a key, with the fix, before any change.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let before = lab.snapshot(PROFILE_SYSCTLS);
+    let (code, out, _) = lab.underlay("apply", role, &host);
+    assert_eq!(code, 1, "{out}");
+    let err = out["failure"]["message"].as_str().unwrap();
+    assert!(
+        err.contains("has mode 0644")
+            && err.contains(&format!(
+                "chmod 600 {0}; chown root:root {0}",
+                secret_file.display()
+            )),
+        "{err}"
+    );
+    assert!(!err.contains(secret), "{err}");
+    assert_eq!(
+        lab.snapshot(PROFILE_SYSCTLS),
+        before,
+        "an open secret file changed the host"
+    );
+    assert!(!lab.root().join("etc/bird").exists());
+    // A symlink to it is refused too (it could point anywhere).
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let linked = lab.write_host(
+        "linked.toml",
+        &facts.replace("/etc/underlay/secrets/tor-a", "/etc/underlay/secrets/link"),
+    );
+    std::os::unix::fs::symlink("tor-a", lab.root().join("etc/underlay/secrets/link")).unwrap();
+    let (code, out, _) = lab.underlay("apply", role, &linked);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out["failure"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("symbolic link"),
+        "{out}"
+    );
+    assert_eq!(
+        lab.snapshot(PROFILE_SYSCTLS),
+        before,
+        "a linked secret changed the host"
+    );
     let run = |args: &[&str]| {
         let out = lab.underlay_raw(args, role, &host);
         (

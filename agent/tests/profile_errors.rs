@@ -133,7 +133,11 @@ fn unknown_key_in_role() {
         "routing.tabel",
         &role,
         "tabel",
-        &["unknown field `tabel`"],
+        &[
+            "unknown key `tabel`",
+            "did you mean `tables`?",
+            "expected one of: protocol",
+        ],
     );
 }
 
@@ -147,7 +151,7 @@ fn unknown_key_in_host_uplink() {
         "uplinks[0].peer_as",
         &host,
         "peer_as = 1",
-        &["unknown field `peer_as`"],
+        &["unknown key `peer_as`", "did you mean `peer_asn`?"],
     );
 }
 
@@ -175,7 +179,11 @@ fn malformed_ip() {
         "service_ipv4",
         &host,
         "service_ipv4",
-        &["invalid", "found \"10.10.0.300/32\""],
+        &[
+            "found \"10.10.0.300/32\"",
+            "not a valid address",
+            "expected an IPv4 host prefix",
+        ],
     );
 }
 
@@ -307,7 +315,7 @@ fn duplicate_table_id() {
     assert_eq!(ps[0].key, "routing.tables[1].id");
     assert_eq!(ps[0].line, 12);
     assert!(
-        ps[0].message.contains("duplicate table id 1001"),
+        ps[0].message.contains("found table id 1001, a duplicate"),
         "{}",
         ps[0]
     );
@@ -326,7 +334,7 @@ fn duplicate_table_name() {
     assert_eq!(ps[0].line, 11);
     assert!(ps[0]
         .message
-        .contains("duplicate table name 'underlay-host'"));
+        .contains("found table name 'underlay-host', a duplicate"));
 }
 
 #[test]
@@ -336,7 +344,7 @@ fn duplicate_rule_priority() {
     assert_eq!(ps.len(), 1, "{ps:#?}");
     assert_eq!(ps[0].key, "routing.rules[1].priority");
     assert_eq!(ps[0].line, 16);
-    assert!(ps[0].message.contains("duplicate rule priority 30000"));
+    assert!(ps[0].message.contains("found priority 30000, a duplicate"));
 }
 
 #[test]
@@ -385,7 +393,10 @@ fn rule_names_unknown_table() {
         "routing.rules[1].table",
         &role,
         "table = \"nope\"",
-        &["unknown table 'nope'", "underlay-host"],
+        &[
+            "found 'nope', which is not a table",
+            "expected one of: main, underlay-host",
+        ],
     );
 }
 
@@ -400,7 +411,9 @@ fn duplicate_uplink_match() {
     assert_eq!(ps.len(), 1, "{ps:#?}");
     assert_eq!(ps[0].key, "uplinks[1].nic");
     assert_eq!(ps[0].line, 14);
-    assert!(ps[0].message.contains("duplicate NIC match (name eth0)"));
+    assert!(ps[0]
+        .message
+        .contains("found NIC match name eth0, a duplicate"));
 }
 
 #[test]
@@ -431,7 +444,10 @@ fn nic_needs_exactly_one_match() {
         "uplinks[0].nic",
         &host,
         "nic = { name = \"eth0\", mac",
-        &["exactly one of nic.name or nic.mac"],
+        &[
+            "neither or both of nic.name and nic.mac",
+            "expected exactly one",
+        ],
     );
 }
 
@@ -483,5 +499,9 @@ fn problems_in_both_files_are_reported() {
     let ps = problems(&role, &host);
     let files: Vec<&str> = ps.iter().map(|p| p.file.to_str().unwrap()).collect();
     assert_eq!(files, ["role.toml", "host.toml"], "{ps:#?}");
-    assert!(ps[1].message.contains("ASN 0 is reserved"), "{}", ps[1]);
+    assert!(
+        ps[1].message.contains("found ASN 0, which is reserved"),
+        "{}",
+        ps[1]
+    );
 }

@@ -87,7 +87,16 @@ pub fn render_host_facts(h: &Host) -> String {
             u.tor.asn()
         );
     }
+    // Only `--join` runs read it (the `join` scenario writes the token file).
+    s.push_str(&crate::join::facts_section());
     s
+}
+
+/// Writes the host facts (when changed) and makes the host's --root.
+pub fn write_facts(lab: &Lab, h: &Host) -> Result<()> {
+    crate::bird::write_if_changed(&h.facts_file(lab), &render_host_facts(h))?;
+    std::fs::create_dir_all(h.root(lab))?;
+    Ok(())
 }
 
 /// One run of the agent: exit code, output, and the JSON document it printed
@@ -110,7 +119,7 @@ impl AgentRun {
 }
 
 /// The `--profile/--host/--netns/--root` arguments every agent verb gets.
-fn common_args(lab: &Lab, h: &Host, profile: &Path) -> Vec<String> {
+pub fn common_args(lab: &Lab, h: &Host, profile: &Path) -> Vec<String> {
     let facts = h.facts_file(lab);
     let root = h.root(lab);
     [
@@ -157,8 +166,7 @@ pub fn run_agent(
 /// `underlay apply --json` for one host, whatever its outcome (scenarios that
 /// expect a failure use this). Writes the host facts first.
 pub fn run_apply(lab: &Lab, h: &Host, agent: &Path, profile: &Path) -> Result<AgentRun> {
-    crate::bird::write_if_changed(&h.facts_file(lab), &render_host_facts(h))?;
-    std::fs::create_dir_all(h.root(lab))?;
+    write_facts(lab, h)?;
     let run = run_agent(lab, h, agent, profile, "apply", &["--json"])?;
     std::fs::write(h.dir(lab).join("apply.json"), run.stdout.as_bytes())?;
     std::fs::write(h.dir(lab).join("apply.stderr"), run.stderr.as_bytes())?;
@@ -450,6 +458,8 @@ mod tests {
         assert!(f.contains("ipv4 = { address = \"172.30.5.1/31\", peer = \"172.30.5.0\" }"));
         assert!(f.contains("peer_asn = 65002"));
         assert!(f.contains("rack = \"r02\""));
+        assert!(f.contains("\n[join]\napi_servers = [\"10.10.255.1:6443\"]\n"));
+        assert!(f.contains("token_file = \"/etc/underlay/secrets/join-token\""));
     }
 
     #[test]

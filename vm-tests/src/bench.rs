@@ -14,6 +14,11 @@
 //! (each tool on a namespace it converged itself, optionally loaded with
 //! foreign routes or rules before timing), and `underlay plan`.
 //!
+//! Watch mode (`watch.rs`, skipped with `--no-watch`, alone with
+//! `--watch-only`): repair latency of the service IP and a rule, the
+//! watcher's CPU under 1k/10k/50k foreign route events per second, and its
+//! RSS across an hour-equivalent of reconciles.
+//!
 //! underlay's `--root` (and every scratch file) lives below `$TMPDIR`: it
 //! persists its files with fsync, so the disk below it shows in the cold
 //! figures (`TMPDIR=/dev/shm` leaves the kernel work alone).
@@ -21,6 +26,7 @@
 mod fixtures;
 mod measure;
 mod report;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -61,6 +67,12 @@ pub struct BenchArgs {
     /// nmstatectl to compare with [default: NMSTATECTL, else PATH, else ~/.cargo/bin].
     #[arg(long)]
     nmstatectl: Option<PathBuf>,
+    /// Skip the watch-mode cases (repair latency, CPU under churn, RSS).
+    #[arg(long, conflicts_with = "watch_only")]
+    no_watch: bool,
+    /// Only the watch-mode cases.
+    #[arg(long)]
+    watch_only: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -353,6 +365,7 @@ struct JsonReport<'a> {
     meta: serde_json::Value,
     records: &'a [Record],
     targets: &'a [report::Target],
+    watch: Option<&'a watch::WatchReport>,
 }
 
 fn find_nmstatectl(explicit: Option<PathBuf>) -> std::result::Result<PathBuf, String> {
@@ -454,6 +467,37 @@ pub fn run(args: &BenchArgs) -> Result<(Vec<Record>, Vec<report::Target>)> {
         b.warmup
     );
     let mut records = vec![];
+    let mut watch_report = None;
+    if !args.no_watch {
+        let name = || {
+            let n = b.counter.fetch_add(1, Ordering::Relaxed);
+            format!("{NS_PREFIX}{}-{n}", std::process::id())
+        };
+        watch_report = Some(watch::run(&watch::Params {
+            underlay: b.underlay.clone(),
+            scratch: b.scratch.0.clone(),
+            quick,
+            ns_name: &name,
+        })?);
+    }
+    if args.watch_only {
+        let w = watch_report.unwrap_or_default();
+        let targets = watch::targets(&w);
+        print!("{}", watch::render(&w));
+        println!();
+        print!("{}", report::render_targets(&targets));
+        if let Some(path) = &args.json {
+            let doc = JsonReport {
+                meta: serde_json::json!({ "quick": quick, "watch_only": true }),
+                records: &[],
+                targets: &targets,
+                watch: Some(&w),
+            };
+            std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
+                .with_context(|| format!("write {}", path.display()))?;
+        }
+        return Ok((vec![], targets));
+    }
     // The cost of starting any process inside a namespace, and its RSS.
     {
         let fx = Fixture::new(&b.scratch.0, 0)?;
@@ -508,9 +552,14 @@ pub fn run(args: &BenchArgs) -> Result<(Vec<Record>, Vec<report::Target>)> {
         })
         .map(|l| case_noop(load_k, l))
         .unwrap_or_else(|| case_noop(load_k, &Load::MainRoutes(100_000)));
-    let targets = report::targets(&records, &ks, &heavy, &case_noop(load_k, &Load::None));
+    let mut targets = report::targets(&records, &ks, &heavy, &case_noop(load_k, &Load::None));
     print!("{}", report::render_table(&records));
     println!();
+    if let Some(w) = &watch_report {
+        print!("{}", watch::render(w));
+        println!();
+        targets.extend(watch::targets(w));
+    }
     print!("{}", report::render_targets(&targets));
     if let Some(path) = &args.json {
         let meta = serde_json::json!({
@@ -531,6 +580,7 @@ pub fn run(args: &BenchArgs) -> Result<(Vec<Record>, Vec<report::Target>)> {
             meta,
             records: &records,
             targets: &targets,
+            watch: watch_report.as_ref(),
         };
         std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
             .with_context(|| format!("write {}", path.display()))?;
@@ -619,6 +669,8 @@ mod tests {
             uplinks: vec![2],
             no_load: true,
             nmstatectl: Some(PathBuf::from("/nonexistent/nmstatectl")),
+            no_watch: true,
+            watch_only: false,
         };
         run(&args).unwrap();
         let doc: serde_json::Value =

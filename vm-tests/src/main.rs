@@ -32,8 +32,9 @@
 //!
 //! Modules: `plan` (names and addresses, pure), `topology` (namespaces, veths),
 //! `bird` (configs, processes, `birdc`), `agent` (host facts, `underlay
-//! apply`), `lifecycle` (up/down), `status`, `scenarios`, `probe` (ICMP/TCP
-//! probes the lab runs inside namespaces by re-executing itself).
+//! apply`), `lifecycle` (up/down), `status`, `scenarios`, `join` (the
+//! cluster join against `kubeadm-standin`), `probe` (ICMP/TCP probes the lab
+//! runs inside namespaces by re-executing itself).
 
 mod agent;
 mod bench;
@@ -41,6 +42,7 @@ mod bird;
 mod cmd;
 mod fleet;
 mod fleetbench;
+mod join;
 mod lifecycle;
 mod outcome;
 mod overrides;

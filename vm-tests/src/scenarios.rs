@@ -24,6 +24,11 @@ pub const SCENARIOS: &[(&str, &str, ScenarioFn)] = &[
         converged,
     ),
     (
+        "join",
+        "apply --wait --join on every host: kubeadm-standin never invoked while a ToR session is down, then once per host with node-ip = its service IP after both sessions are Established, never again; the token in no stream",
+        crate::join::join,
+    ),
+    (
         "reachability",
         "client reaches every service IP and pod by ICMP and TCP",
         reachability,

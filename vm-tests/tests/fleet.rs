@@ -315,7 +315,10 @@ fn fleet_playbook_and_safe_apply() {
     let h2 = host(&rs, "h2");
     assert_eq!(h2["failed"], true, "{out}");
     assert_eq!(h2["rolled_back"], true, "{out}");
-    assert_eq!(h2["exit_code"], 4, "the documented exit code of a rollback: {out}");
+    assert_eq!(
+        h2["exit_code"], 4,
+        "the documented exit code of a rollback: {out}"
+    );
     let msg = h2["msg"].as_str().unwrap();
     assert!(
         msg.contains("rolled back") && msg.contains("bgp-established"),
@@ -411,13 +414,20 @@ fn fleet_playbook_and_safe_apply() {
     let diverged = fleet.snapshot(h);
     let probe = "192.168.99.1:9079"; // the client's address, behind both ToRs
     let out = fleet
-        .underlay(h, "host.toml", &["--confirm", "5", "--probe", probe, "--json"])
+        .underlay(
+            h,
+            "host.toml",
+            &["--confirm", "5", "--probe", probe, "--json"],
+        )
         .output()
         .unwrap();
     let doc: Value = serde_json::from_slice(&out.stdout).expect("apply JSON");
     assert_eq!(out.status.code(), Some(4), "{doc}");
     let reason = doc["rollback"]["reason"].as_str().unwrap();
-    assert!(reason.contains("probe") && reason.contains(probe), "{reason}");
+    assert!(
+        reason.contains("probe") && reason.contains(probe),
+        "{reason}"
+    );
     assert!(
         doc["gates"]["gates"]
             .as_array()
@@ -442,7 +452,11 @@ fn fleet_playbook_and_safe_apply() {
         assert_eq!(line.trim(), "ready");
     }
     let out = fleet
-        .underlay(h, "host.toml", &["--confirm", "10", "--probe", probe, "--json"])
+        .underlay(
+            h,
+            "host.toml",
+            &["--confirm", "10", "--probe", probe, "--json"],
+        )
         .output()
         .unwrap();
     let _ = server.kill();

@@ -120,6 +120,12 @@ pub fn bird_identifier(s: &str) -> String {
     out
 }
 
+/// A BIRD name the embedded template or BIRD itself claims (validation refuses uplinks
+/// that map onto one, with the profile's line and column).
+pub fn reserved_identifier(id: &str) -> bool {
+    FIXED_NAMES.contains(&id) || KEYWORDS.contains(&id)
+}
+
 /// BIRD protocol name of an uplink's session for one family: `tor_a` (IPv4), `tor_a_v6`.
 pub fn session_name(uplink: &BirdUplink, v6: bool) -> String {
     let base = bird_identifier(&uplink.name);
@@ -407,7 +413,7 @@ fn validate(p: &BirdParams) -> Result<(), RenderError> {
             ));
         }
         let id = bird_identifier(&u.name);
-        if FIXED_NAMES.contains(&id.as_str()) || KEYWORDS.contains(&id.as_str()) {
+        if reserved_identifier(&id) {
             return Err(invalid(
                 field("name"),
                 format!("maps to BIRD name {id}, which is reserved; choose another name"),

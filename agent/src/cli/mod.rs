@@ -3,10 +3,12 @@
 
 mod converge;
 mod doctor;
+mod join;
 mod output;
 mod render;
 mod show_sources;
 mod sources;
+mod watch;
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
@@ -45,13 +47,21 @@ Examples:
   # pass within 60 s; else roll back to the pre-apply state and exit 4
   underlay apply --confirm 60 --probe 10.96.0.1:443 --profile ... --host ...
 
+  # Then keep it converged: repair drift from netlink events (SIGTERM: exit 0)
+  underlay watch --profile ... --host ...
+
   # Something is wrong on a live host: read-only checks with evidence and fixes
   underlay doctor                       # generic checks (0 clean, 1 warnings, 2 failures)
   underlay doctor --profile ... --host ... --json
 
-  # What BIRD and Calico get
+  # First boot, all the way: converge, wait for the gates, then join the cluster (once)
+  underlay apply --wait --join --profile ... --host ...
+  underlay join --profile ... --host ...     # the join alone (gates first; never twice)
+
+  # What BIRD, Calico and kubeadm get
   underlay render bird --profile ... --host ...
   underlay render calico --profile ... --host ... | calicoctl apply -f -
+  underlay render join --profile ... --host ...   # the JoinConfiguration, token redacted
 
   # For Ansible: JSON with changed, per-resource before/after and phase timings
   underlay apply --json ... | jq .changed
@@ -130,11 +140,25 @@ pub enum Command {
     /// Exit 0: both found and valid, 1: not
     #[command(after_help = SOURCES_HELP)]
     ShowSources(Common),
-    /// Print generated configuration: the host BIRD config, or the Calico resources for the cluster
+    /// Join the Kubernetes cluster with `kubeadm join`, once: only when the host matches the profile
+    /// and every readiness gate passes (waiting for them), never on a node that has
+    /// /etc/kubernetes/kubelet.conf or that underlay joined before. The bootstrap token goes only
+    /// into the config file kubeadm reads (mode 0600, removed after the run).
+    /// Exit 0: joined (or already joined), 1: error or kubeadm failed (retried next run), 3: a gate failed
+    Join(join::JoinArgs),
+    /// Print generated configuration: the host BIRD config, the Calico resources, or the kubeadm
+    /// JoinConfiguration
+    /// Stay running and keep the host converged: netlink events (our links, addresses, rules,
+    /// the host table), changed profile, host facts or generated files, and a periodic resync
+    /// each start a normal apply; foreign route churn (Calico) is filtered in the kernel.
+    /// Repairs are logged and counted (`underlay status` shows them). Exit 0 on SIGTERM/SIGINT
+    /// after the current apply; SIGHUP re-reads the inputs. Exit 1 when the inputs are invalid
+    /// at start
+    Watch(watch::WatchArgs),
     Render {
         #[arg(value_enum)]
         what: RenderWhat,
-        /// Print BGP passwords as they are (by default they show as <redacted>)
+        /// Print BGP passwords and the join token as they are (by default they show as <redacted>)
         #[arg(long)]
         show_secrets: bool,
         #[command(flatten)]
@@ -146,14 +170,19 @@ pub enum Command {
 pub enum RenderWhat {
     /// The host BIRD 2 config this host gets (after NIC matching)
     Bird,
-    /// BGPConfiguration, BGPPeer, IPPools and FelixConfiguration for `calicoctl apply -f -`
+    /// BGPConfiguration, IPPools and FelixConfiguration for the cluster, this node's Node and
+    /// BGPPeer, for `calicoctl apply -f -`
     Calico,
+    /// The kubeadm JoinConfiguration (v1beta4) this host joins with, the token redacted
+    Join,
 }
 
 #[derive(Args)]
 pub struct ApplyArgs {
     #[command(flatten)]
-    with_wait: WithWait,
+    wait: WithWait,
+    #[command(flatten)]
+    join: join::JoinFlags,
     #[command(flatten)]
     safe: Safe,
 }
@@ -295,10 +324,25 @@ pub enum LogFormat {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
-        Command::Plan(c) => converge::run(engine::Mode::Plan, "plan", c, None),
-        Command::Apply(a) => converge::run_apply(&a.with_wait, &a.safe),
-        Command::Verify(w) => converge::run(engine::Mode::Verify, "verify", &w.common, Some(w)),
-        Command::Status(c) => converge::run(engine::Mode::Status, "status", c, None),
+        Command::Plan(c) => converge::run(engine::Mode::Plan, "plan", c, None, None, None),
+        Command::Apply(a) => converge::run(
+            engine::Mode::Apply,
+            "apply",
+            &a.wait.common,
+            Some(&a.wait),
+            Some(&a.join),
+            Some(&a.safe),
+        ),
+        Command::Verify(w) => converge::run(
+            engine::Mode::Verify,
+            "verify",
+            &w.common,
+            Some(w),
+            None,
+            None,
+        ),
+        Command::Status(c) => converge::run(engine::Mode::Status, "status", c, None, None, None),
+        Command::Join(a) => join::run(a),
         Command::Render {
             what,
             show_secrets,
@@ -306,6 +350,7 @@ pub fn main() -> ExitCode {
         } => render::run(*what, *show_secrets, common),
         Command::Doctor(c) => doctor::run(c),
         Command::ShowSources(c) => show_sources::run(c),
+        Command::Watch(w) => watch::run(w),
     };
     match result {
         Ok(code) => code,
@@ -321,6 +366,12 @@ fn under_root(root: &Path, p: &str) -> PathBuf {
 /// with fields. No secret is logged anywhere: URLs appear without their query
 /// string, fetched files never.
 fn init_logs(c: &Common) {
+    init_logs_from(c, "warn");
+}
+
+/// `quiet`: the level on a terminal without -vv (watch logs every repair at
+/// info; the journal always gets info).
+fn init_logs_from(c: &Common, quiet: &str) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::EnvFilter;
@@ -333,7 +384,7 @@ fn init_logs(c: &Common) {
     // The journal is where an unattended first boot is read: info there.
     let level = match (c.verbose, format) {
         (0 | 1, LogFormat::Journald) => "info",
-        (0 | 1, _) => "warn",
+        (0 | 1, _) => quiet,
         (2, _) => "debug",
         _ => "trace",
     };
@@ -394,6 +445,24 @@ impl Common {
             self.entered.set(true);
         }
         Ok(())
+    }
+
+    /// The local files `load` may read (an explicit file, the kernel command
+    /// line, cloud-init's, /etc/underlay): watch mode polls them for changes.
+    /// A remote source is re-read when one of them changes, or on the resync.
+    fn input_files(&self) -> Vec<PathBuf> {
+        let local = |flag: &Option<String>, default: &str| match flag {
+            Some(f) if !f.contains("://") => PathBuf::from(f),
+            _ => under_root(&self.root, default),
+        };
+        let s = &self.sources;
+        vec![
+            local(&self.profile, "/etc/underlay/profile.toml"),
+            local(&self.host, "/etc/underlay/host.toml"),
+            s.cmdline.clone(),
+            s.cloud_init_dir.join("cloud-config.txt"),
+            s.cloud_init_dir.join("vendor-cloud-config.txt"),
+        ]
     }
 
     /// Enters --netns (after refusing what would leak out of it) and opens the system.

@@ -72,6 +72,14 @@ impl Failed {
         Failed::new(c, verb, e.kind(), e.to_string())
     }
 
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     pub fn exit(self) -> ExitCode {
         if self.json {
             let total_ms = STARTED.with(|t| (t.elapsed().as_secs_f64() * 1e6).round() / 1e3);

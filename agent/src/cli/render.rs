@@ -1,4 +1,4 @@
-//! `render bird|calico`: the generated configuration, secrets redacted
+//! `render bird|calico|join`: the generated configuration, secrets redacted
 //! unless `--show-secrets`.
 
 use std::process::ExitCode;
@@ -15,6 +15,23 @@ pub fn run(what: RenderWhat, show_secrets: bool, c: &Common) -> Result<ExitCode,
     let text = match what {
         RenderWhat::Calico => underlay::render::calico::render(&desired)
             .map_err(|e| Failed::new(c, "render", ErrorKind::Input, e.to_string()))?,
+        RenderWhat::Join => {
+            let Some(j) = &desired.join else {
+                let e = underlay::join::JoinError::NoJoin;
+                return Err(Failed::new(c, "render", e.kind(), e.to_string()));
+            };
+            // The token only when asked for (the file may not exist yet).
+            let token = if show_secrets {
+                let mut sys = c.open("render", &desired)?;
+                Some(
+                    underlay::join::run::read_token(&mut sys, j)
+                        .map_err(|e| Failed::new(c, "render", e.kind(), e.to_string()))?,
+                )
+            } else {
+                None
+            };
+            underlay::join::render::render(j, &j.api_servers[0], token.as_ref())
+        }
         RenderWhat::Bird => {
             if desired.bgp.is_none() {
                 return Err(Failed::new(

@@ -9,11 +9,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
+pub mod join;
 mod nat;
 pub mod types;
 
 pub use nat::{MarkGuard, NatMode, KUBE_MASQ_MARK, VXLAN_PORT};
-pub use types::{Asn, IfName, MacAddr, ProtocolId, RulePriority, TableId};
+pub use types::{Asn, IfName, MacAddr, ProtocolId, RulePriority, TableId, UplinkSysctl};
 
 /// How pods reach each other across hosts (profile: `pods.encapsulation`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -41,10 +42,12 @@ pub struct Desired {
     pub rules: Vec<RuleSpec>,
     pub pods: Pods,
     pub sysctl_global: Vec<(SysctlKey, String)>,
-    /// Keys still holding the `{uplink}` placeholder.
-    pub sysctl_uplink: Vec<(String, String)>,
+    /// Per-uplink keys, resolved per NIC once its name is known.
+    pub sysctl_uplink: Vec<(UplinkSysctl, String)>,
     pub bgp: Option<Bgp>,
     pub nat: Nat,
+    /// The cluster join, when the host facts have a `[join]` section.
+    pub join: Option<join::Join>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -207,25 +210,31 @@ pub struct SysctlKey(Vec<String>);
 
 impl SysctlKey {
     /// Parses dotted notation (`net.ipv4.ip_forward`) or slash notation
-    /// (`net/ipv4/conf/eth0.100/rp_filter`).
+    /// (`net/ipv4/conf/eth0.100/rp_filter`); both spell the same key. Every
+    /// component is a plain name (no empty component, no `.` or `..`, no
+    /// whitespace or control characters), so the key stays below /proc/sys.
     pub fn parse(s: &str) -> Result<SysctlKey, String> {
-        let parts: Vec<String> = if s.contains('/') {
-            s.split('/').map(str::to_string).collect()
-        } else {
-            s.split('.').map(str::to_string).collect()
+        let slash = s.contains('/');
+        let parts: Vec<String> = s
+            .split(if slash { '/' } else { '.' })
+            .map(str::to_string)
+            .collect();
+        let component_ok = |p: &String| {
+            !p.is_empty()
+                && p != "."
+                && p != ".."
+                && p.chars().all(|c| {
+                    c.is_ascii_alphanumeric() || c == '_' || c == '-' || (slash && c == '.')
+                })
         };
-        let valid = parts.len() >= 2
-            && parts.iter().all(|p| {
-                !p.is_empty()
-                    && p != ".."
-                    && p.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
-            });
-        if valid {
+        let first_ok = parts[0].starts_with(|c: char| c.is_ascii_alphabetic());
+        if parts.len() >= 2 && first_ok && parts.iter().all(component_ok) {
             Ok(SysctlKey(parts))
         } else {
             Err(format!(
-                "'{s}' is not a sysctl key; expected dotted components like net.ipv4.ip_forward"
+                "found '{}', which is not a sysctl key; expected names of letters, digits, '_' and '-' joined by dots, \
+                 like net.ipv4.ip_forward (or by slashes when a name holds a dot, like net/ipv4/conf/eth0.100/rp_filter)",
+                types::shown(s)
             ))
         }
     }

@@ -19,14 +19,23 @@ pub enum NatMode {
     None,
 }
 
-/// Clears the masquerade mark bit on outer tunnel packets (docs/background.md failure 4).
+/// Clears the masquerade mark bit on outer tunnel packets (docs/background.md failure 4): those
+/// leaving through an uplink with the tunnel's protocol or port. Inner packets (they leave
+/// through the tunnel device) keep the bit, so kube-proxy still masquerades a Service whose
+/// endpoint listens on the tunnel's port.
+///
+/// Still needed with kube-proxy >= 1.19.0 (and 1.16.x/1.17.9/1.18.6), which clears the bit
+/// itself before its MASQUERADE: a NAT rule that binds the inner flow first (Calico's
+/// `cali-POSTROUTING` at the top of POSTROUTING, or an nft nat chain registered ahead of
+/// kube-proxy's at the same priority) skips kube-proxy's clearing, and the bit rides onto the
+/// outer packet. kube-proxy <= 1.18.5 never clears it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MarkGuard {
     /// The masquerade bit(s) to clear, normally [`KUBE_MASQ_MARK`].
     pub mark: u32,
-    /// Guard IP-in-IP outer packets (IP protocol 4).
+    /// Guard IP-in-IP outer packets (IP protocol 4) leaving an uplink.
     pub ipip: bool,
-    /// Guard VXLAN outer packets to this UDP port, normally [`VXLAN_PORT`].
+    /// Guard VXLAN outer packets to this UDP port leaving an uplink, normally [`VXLAN_PORT`].
     pub vxlan_port: Option<u16>,
 }
 

@@ -32,10 +32,16 @@ const IPIP_NAME: &str = "ipencap";
 pub fn desired_ruleset(p: &NatParams) -> Option<Nftables<'static>> {
     let mut chains: Vec<(Chain<'static>, Vec<Vec<Statement<'static>>>)> = Vec::new();
 
-    if let Some(g) = p.guard.filter(|g| g.mark != 0) {
+    // The guard matches only what leaves through an uplink: the outer packet of a tunnel
+    // always does (also when Calico gives vxlan.calico a local address on lo: the route to the
+    // remote VTEP still goes out an uplink), while an inner packet to the same port or
+    // protocol leaves through the tunnel device and keeps its mark for kube-proxy's
+    // MASQUERADE. Without uplinks there is no outer packet to match, so no guard.
+    if let Some(g) = p.guard.filter(|g| g.mark != 0 && !p.uplinks.is_empty()) {
         let mut rules = Vec::new();
         if g.ipip {
             rules.push(guard_rule(
+                &p.uplinks,
                 // nft reads protocol 4 back as "ipencap"; write it that way so diffs stay quiet.
                 eq(meta(MetaKey::L4proto), Expression::String(IPIP_NAME.into())),
                 g.mark,
@@ -43,6 +49,7 @@ pub fn desired_ruleset(p: &NatParams) -> Option<Nftables<'static>> {
         }
         if let Some(port) = g.vxlan_port {
             rules.push(guard_rule(
+                &p.uplinks,
                 eq(payload("udp", "dport"), Expression::Number(port.into())),
                 g.mark,
             ));
@@ -162,9 +169,10 @@ fn base_chain(name: &str, ty: NfChainType, prio: i32) -> Chain<'static> {
     }
 }
 
-/// `<proto match> meta mark & M == M counter meta mark set meta mark & ~M`
-fn guard_rule(proto: Statement<'static>, mark: u32) -> Vec<Statement<'static>> {
+/// `oifname <uplinks> <proto match> meta mark & M == M counter meta mark set meta mark & ~M`
+fn guard_rule(uplinks: &[String], proto: Statement<'static>, mark: u32) -> Vec<Statement<'static>> {
     vec![
+        eq(meta(MetaKey::Oifname), names(uplinks)),
         proto,
         mark_set(mark),
         counter(),

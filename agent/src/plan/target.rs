@@ -125,7 +125,7 @@ pub enum ResolveError {
     },
     #[error("no loopback interface 'lo' found; the service IP lives on lo")]
     NoLoopback,
-    #[error("sysctl key for uplink '{uplink}' is invalid after substitution: {message}")]
+    #[error("uplink '{uplink}': {message}; rename the NIC (udev/systemd .link file) or drop the [sysctl.uplink] key")]
     BadSysctl { uplink: String, message: String },
     #[error("rendering the BIRD config: {0}")]
     Render(String),
@@ -244,25 +244,16 @@ pub fn resolve(
             });
         }
         for (template, value) in &d.sysctl_uplink {
-            // Interface names may hold dots (VLANs), so substitute per component.
-            let sep = if template.contains('/') { '/' } else { '.' };
-            let parts: Vec<String> = template
-                .split(sep)
-                .map(|p| {
-                    if p == "{uplink}" {
-                        link.name.clone()
-                    } else {
-                        p.to_string()
-                    }
-                })
-                .collect();
-            if parts.iter().any(|p| p.is_empty() || p.contains('{')) {
-                return Err(ResolveError::BadSysctl {
-                    uplink: u.name.clone(),
-                    message: format!("'{template}': {{uplink}} must be a whole component"),
-                });
-            }
-            sysctls.push((SysctlKey::from_parts(parts), value.clone()));
+            // A NIC matched by MAC is named only now: its name must not lead
+            // the key out of the uplink's directory.
+            let key =
+                template
+                    .for_ifname(&link.name)
+                    .map_err(|message| ResolveError::BadSysctl {
+                        uplink: u.name.clone(),
+                        message,
+                    })?;
+            sysctls.push((key, value.clone()));
         }
     }
     // A later entry for the same key wins (uplink keys over global ones).

@@ -14,19 +14,18 @@ pub const DEFAULT_TEMPLATES: &str = "/etc/underlay/templates";
 fn absolute(
     src: &Source,
     key: &str,
-    v: &Option<String>,
+    v: &Option<toml::Spanned<String>>,
     default: &str,
     p: &mut Vec<Problem>,
 ) -> std::path::PathBuf {
-    let s = v.clone().unwrap_or_else(|| default.to_string());
-    if !s.starts_with('/') {
-        p.push(src.problem(
-            key,
-            &(0..0),
-            format!("found '{s}', expected an absolute path such as {default}"),
-        ));
-    }
-    s.into()
+    let kind = if key.ends_with("_dir") {
+        super::paths::Kind::Dir
+    } else {
+        super::paths::Kind::File
+    };
+    v.as_ref()
+        .and_then(|s| super::paths::logical(src, key, s, kind, default, p))
+        .unwrap_or_else(|| default.into())
 }
 
 /// A POSIX user or group name as `useradd` accepts it.
@@ -76,12 +75,13 @@ pub(super) fn validate(
     let host_table = tables.iter().find(|t| &t.name == name).cloned();
     if host_table.is_none() {
         let why = if TableId::builtin(name).is_some() {
-            format!("'{name}' is a kernel table; the host BIRD must sync a table of its own (Calico's BIRD owns main)")
+            format!("found '{name}', a kernel table; expected a table of its own for the host BIRD (Calico's BIRD owns main)")
         } else {
             let known: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
             format!(
-                "unknown table '{name}', expected one of routing.tables: {}",
-                known.join(", ")
+                "found '{}', which is not one of routing.tables; expected one of: {}",
+                crate::desired::types::shown(name),
+                crate::desired::types::shown(&known.join(", "))
             )
         };
         p.push(src.problem("bgp.host_table", &b.host_table.span(), why));
@@ -127,6 +127,12 @@ pub(super) fn validate(
                 "bgp.keepalive",
                 &k.span(),
                 format!("found {keepalive}, expected less than hold_time ({hold_time}), typically a third of it"),
+            ));
+        } else if let Some(h) = &b.hold_time {
+            p.push(src.problem(
+                "bgp.hold_time",
+                &h.span(),
+                format!("found {hold_time}, expected more than keepalive ({keepalive} by default); set keepalive too, e.g. keepalive = 1"),
             ));
         }
     }
@@ -193,8 +199,21 @@ pub(super) fn validate(
                     "bgp.calico.calico_address",
                     &span,
                     format!(
-                        "found {calico_address} for both ends; the two BIRDs need different session addresses \
-                         (a next hop equal to the neighbour's address is rejected), e.g. 127.0.0.1 and 127.0.0.2"
+                        "found {calico_address} for both ends; expected two different session addresses \
+                         (BIRD rejects a next hop equal to the neighbour's address), e.g. 127.0.0.1 and 127.0.0.2"
+                    ),
+                ));
+            } else if host_address.is_ipv4() != calico_address.is_ipv4() {
+                let span = c
+                    .as_ref()
+                    .and_then(|c| c.host_address.as_ref().or(c.calico_address.as_ref()))
+                    .map_or(0..0, |a| a.span());
+                p.push(src.problem(
+                    "bgp.calico.host_address",
+                    &span,
+                    format!(
+                        "found {host_address} and calico_address {calico_address}; expected one address family for both ends \
+                         of the session, e.g. 127.0.0.1 and 127.0.0.2 (or ::1 and an IPv6 calico_address)"
                     ),
                 ));
             }

@@ -34,6 +34,8 @@ pub struct RoleInput {
     pub bgp: Option<BgpInput>,
     #[serde(default)]
     pub nat: Option<NatInput>,
+    #[serde(default)]
+    pub join: Option<super::join::RoleJoinInput>,
 }
 
 /// Source NAT correctness (docs/background.md failures 3 and 4).
@@ -80,15 +82,15 @@ pub struct BgpInput {
     /// The table the host BIRD syncs (one of routing.tables; never main).
     pub host_table: Spanned<String>,
     #[serde(default)]
-    pub config_path: Option<String>,
+    pub config_path: Option<Spanned<String>>,
     /// `user:group` a new config file is created for (default bird:bird).
     #[serde(default)]
     pub config_owner: Option<Spanned<String>>,
     #[serde(default)]
-    pub control_socket: Option<String>,
+    pub control_socket: Option<Spanned<String>>,
     /// Directory whose bird.conf.j2 replaces the built-in template.
     #[serde(default)]
-    pub templates_dir: Option<String>,
+    pub templates_dir: Option<Spanned<String>>,
     #[serde(default)]
     pub hold_time: Option<Spanned<u16>>,
     #[serde(default)]
@@ -206,32 +208,16 @@ pub struct UplinkDefaultsInput {
     pub mtu: Option<Spanned<u32>>,
 }
 
+/// Values stay raw TOML here: validation names the key and says what a
+/// sysctl value may be (serde would only say which variant failed to match),
+/// and an unquoted dotted key (a nested table to TOML) gets its own hint.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SysctlInput {
     #[serde(default)]
-    pub global: BTreeMap<Spanned<String>, SysctlValueInput>,
+    pub global: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
     #[serde(default)]
-    pub uplink: BTreeMap<Spanned<String>, SysctlValueInput>,
-}
-
-/// Sysctl values may be written as integers, strings or booleans in TOML.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum SysctlValueInput {
-    Int(i64),
-    Bool(bool),
-    Str(String),
-}
-
-impl SysctlValueInput {
-    pub fn to_kernel(&self) -> String {
-        match self {
-            SysctlValueInput::Int(i) => i.to_string(),
-            SysctlValueInput::Bool(b) => u8::from(*b).to_string(),
-            SysctlValueInput::Str(s) => s.split_whitespace().collect::<Vec<_>>().join(" "),
-        }
-    }
+    pub uplink: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -240,15 +226,17 @@ pub struct HostInput {
     pub version: u32,
     pub hostname: Spanned<String>,
     #[serde(default)]
-    pub zone: Option<String>,
+    pub zone: Option<Spanned<String>>,
     #[serde(default)]
-    pub rack: Option<String>,
+    pub rack: Option<Spanned<String>>,
     pub asn: Asn,
     pub service_ipv4: Spanned<Ipv4Net>,
     #[serde(default)]
     pub service_ipv6: Option<Spanned<Ipv6Net>>,
     #[serde(default)]
     pub uplinks: Vec<UplinkInput>,
+    #[serde(default)]
+    pub join: Option<Spanned<super::join::HostJoinInput>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,8 +3,14 @@
 //! only place a user's mistake is reported; every error names the file, the
 //! key path, line and column, what was found and what is expected.
 
+mod addresses;
 mod bgp;
+mod errors;
 pub mod input;
+pub mod join;
+mod names;
+mod paths;
+mod sysctl;
 mod validate;
 
 use std::fmt;
@@ -27,8 +33,34 @@ pub(crate) fn clip(s: &str) -> String {
     }
 }
 
+/// An input value for an error message: control characters escaped, at most
+/// 80 characters.
+pub(crate) fn shown(s: &str) -> String {
+    let escaped: String = s
+        .chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect();
+    clip(&escaped)
+}
+
 /// The profile schema versions this build understands.
 pub const SUPPORTED_VERSION: u32 = 1;
+
+/// Largest role profile or host facts file read (1 MiB): checked before
+/// parsing, so a huge or endless file costs no more than this in memory.
+/// Real profiles are a few KiB.
+pub const MAX_INPUT_BYTES: usize = 1 << 20;
+
+/// Longest message a problem carries (each echoed value is capped at
+/// [`crate::desired::types::ECHO_LIMIT`] characters before that).
+const MAX_MESSAGE_CHARS: usize = 600;
+const MAX_KEY_CHARS: usize = 160;
 
 /// One mistake in a profile, located in its file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,14 +124,62 @@ pub(crate) struct Source {
 
 impl Source {
     fn read(path: &Path) -> Result<Source, ProfileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read {
+        use std::io::Read;
+        let read_err = |source| ProfileError::Read {
             file: path.to_path_buf(),
             source,
-        })?;
-        Ok(Source {
-            path: path.to_path_buf(),
-            text,
-        })
+        };
+        let file = std::fs::File::open(path).map_err(read_err)?;
+        // One byte past the limit tells "too large" from "exactly 1 MiB";
+        // `take` also bounds a FIFO or /dev/zero.
+        let mut bytes = Vec::new();
+        file.take(MAX_INPUT_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(read_err)?;
+        Source::from_bytes(path, bytes)
+    }
+
+    fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Source, ProfileError> {
+        let at_start = |message: String| {
+            ProfileError::Invalid(vec![Problem {
+                file: path.to_path_buf(),
+                key: String::new(),
+                line: 1,
+                column: 1,
+                message,
+            }])
+        };
+        if bytes.len() > MAX_INPUT_BYTES {
+            return Err(at_start(format!(
+                "the file is larger than {} KiB, the limit for a role profile or host facts file; \
+                 expected a profile of a few KiB: is this the right file?",
+                MAX_INPUT_BYTES / 1024
+            )));
+        }
+        match String::from_utf8(bytes) {
+            Ok(text) => Ok(Source {
+                path: path.to_path_buf(),
+                text,
+            }),
+            Err(e) => {
+                let good = e.utf8_error().valid_up_to();
+                let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
+                let src = Source {
+                    path: path.to_path_buf(),
+                    text,
+                };
+                let span = good..good;
+                let valid = std::str::from_utf8(&e.as_bytes()[..good]).unwrap_or("");
+                Err(ProfileError::Invalid(vec![Problem {
+                    key: errors::locate_key(valid, good),
+                    message: format!(
+                        "found a byte that is not UTF-8 (byte {good} of the file); expected UTF-8 text: \
+                         re-save the file as UTF-8"
+                    ),
+                    ..src.problem("", &span, "")
+                }]))
+            }
+        }
     }
 
     fn location(&self, span: &Range<usize>) -> (usize, usize) {
@@ -117,12 +197,21 @@ impl Source {
         message: impl Into<String>,
     ) -> Problem {
         let (line, column) = self.location(span);
+        // Key paths hold keys a person wrote: capped like any echoed value.
+        let mut key: String = key.into();
+        if key.chars().count() > MAX_KEY_CHARS {
+            key = key.chars().take(MAX_KEY_CHARS).collect::<String>() + "…";
+        }
+        let mut message: String = message.into();
+        if message.chars().count() > MAX_MESSAGE_CHARS {
+            message = message.chars().take(MAX_MESSAGE_CHARS).collect::<String>() + "…";
+        }
         Problem {
             file: self.path.clone(),
-            key: key.into(),
+            key,
             line,
             column,
-            message: message.into(),
+            message,
         }
     }
 
@@ -168,17 +257,7 @@ impl Source {
     }
 
     fn toml_problem(&self, key: String, e: &toml::de::Error) -> Problem {
-        let span = e.span().unwrap_or(0..0);
-        let mut message = e.message().trim().to_string();
-        let found = self.text.get(span.clone()).unwrap_or("").trim();
-        if !found.is_empty()
-            && !found.contains('\n')
-            && found.len() <= 80
-            && !message.contains(found)
-        {
-            message = format!("{message} (found {found})");
-        }
-        self.problem(key, &span, message)
+        errors::problem(self, key, e)
     }
 }
 
@@ -228,15 +307,18 @@ pub fn load_str(
     host_name: &str,
     host_text: &str,
 ) -> Result<Desired, ProfileError> {
-    let role_src = Source {
-        path: role_name.into(),
-        text: role_text.into(),
-    };
-    let host_src = Source {
-        path: host_name.into(),
-        text: host_text.into(),
-    };
-    load_sources(&role_src, &host_src)
+    let role_src = Source::from_bytes(Path::new(role_name), role_text.as_bytes().to_vec());
+    let host_src = Source::from_bytes(Path::new(host_name), host_text.as_bytes().to_vec());
+    match (role_src, host_src) {
+        (Ok(r), Ok(h)) => load_sources(&r, &h),
+        (r, h) => Err(ProfileError::Invalid(
+            [r.err(), h.err()]
+                .into_iter()
+                .flatten()
+                .flat_map(|e| e.problems().to_vec())
+                .collect(),
+        )),
+    }
 }
 
 fn load_sources(role_src: &Source, host_src: &Source) -> Result<Desired, ProfileError> {

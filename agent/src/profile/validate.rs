@@ -1,19 +1,20 @@
 //! Cross-checks that serde cannot express, and the merge of role profile and
 //! host facts into [`Desired`]. Collects every problem before returning.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net};
 
-use super::input::{HostInput, NicInput, RoleInput, SysctlValueInput, TransitInput};
-use super::{Problem, Source};
+use super::input::{HostInput, NicInput, RoleInput, TransitInput};
+use super::paths::{Kind, Named};
+use super::{addresses, names, paths, Problem, Source};
+use crate::desired::types::shown;
 use crate::desired::{
-    Desired, Family, NicMatch, Pods, RuleSpec, SysctlKey, Table, TableId, Transit, Uplink,
+    Desired, Family, NicMatch, Pods, RuleSpec, Table, TableId, Transit, Uplink, UplinkSysctl,
 };
 
-const UPLINK_PLACEHOLDER: &str = "{uplink}";
 const MTU_RANGE: std::ops::RangeInclusive<u32> = 1280..=65535;
 
 pub(super) fn validate(
@@ -28,31 +29,34 @@ pub(super) fn validate(
     let has_ipv6 = host.service_ipv6.is_some() || host.uplinks.iter().any(|u| u.ipv6.is_some());
     let rules = rules(role_src, role, &tables, has_ipv6, &mut p);
     let pods = pods(role_src, role, &mut p);
-    let (sysctl_global, sysctl_uplink) = sysctls(role_src, role, &mut p);
+    let (sysctl_global, sysctl_uplink) = super::sysctl::sysctls(role_src, role, &mut p);
     let default_mtu = role
         .uplinks
         .mtu
         .as_ref()
         .and_then(|m| mtu(role_src, "uplinks.mtu", m, &mut p));
 
-    let hostname = host.hostname.get_ref().trim().to_string();
-    if hostname.is_empty()
-        || hostname.len() > 253
-        || !hostname
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-    {
-        p.push(host_src.problem(
-            "hostname",
-            &host.hostname.span(),
-            format!(
-                "found '{}', expected a DNS name (letters, digits, '-' and '.')",
-                host.hostname.get_ref()
-            ),
-        ));
+    names::hostname(host_src, &host.hostname, &mut p);
+    let hostname = host.hostname.get_ref().clone();
+    for (key, v) in [("zone", &host.zone), ("rack", &host.rack)] {
+        if let Some(v) = v {
+            names::label(host_src, key, v, &mut p);
+        }
     }
+    names::uplinks(
+        host_src,
+        host,
+        role.bgp.as_ref().map(|b| b.host_table.get_ref().as_str()),
+        &mut p,
+    );
     let service_ipv4 = *host.service_ipv4.get_ref();
-    if service_ipv4.prefix_len() != 32 {
+    if let Some(why) = addresses::service_problem(IpAddr::V4(service_ipv4.addr())) {
+        p.push(host_src.problem(
+            "service_ipv4",
+            &host.service_ipv4.span(),
+            format!("found {service_ipv4}: {why}; expected the host's routable address, e.g. 10.10.0.11/32"),
+        ));
+    } else if service_ipv4.prefix_len() != 32 {
         p.push(host_src.problem(
             "service_ipv4",
             &host.service_ipv4.span(),
@@ -64,7 +68,13 @@ pub(super) fn validate(
     }
     let service_ipv6 = host.service_ipv6.as_ref().map(|s| {
         let v6 = *s.get_ref();
-        if v6.prefix_len() != 128 {
+        if let Some(why) = addresses::service_problem(IpAddr::V6(v6.addr())) {
+            p.push(host_src.problem(
+                "service_ipv6",
+                &s.span(),
+                format!("found {v6}: {why}; expected the host's routable IPv6 address, e.g. fd00:10::11/128"),
+            ));
+        } else if v6.prefix_len() != 128 {
             p.push(host_src.problem(
                 "service_ipv6",
                 &s.span(),
@@ -77,14 +87,16 @@ pub(super) fn validate(
         v6
     });
 
-    let uplinks = uplinks(host_src, host, default_mtu, &mut p);
+    let uplinks = uplinks(host_src, host, default_mtu, &sysctl_uplink, &mut p);
+    addresses::cross_checks(role_src, role, host_src, host, &mut p);
+    addresses::pod_overlaps(role_src, role, &mut p);
     if role.bgp.is_some() && service_ipv6.is_none() {
         for (i, u) in host.uplinks.iter().enumerate() {
             if let Some(v6) = &u.ipv6 {
                 p.push(host_src.problem(
                     format!("uplinks[{i}].ipv6"),
                     &v6.address.span(),
-                    "an IPv6 BGP session needs service_ipv6 (the /128 it announces); add service_ipv6 or drop the uplink's ipv6",
+                    "found an IPv6 transit without service_ipv6; expected service_ipv6 too (the /128 an IPv6 BGP session announces): add service_ipv6 or drop the uplink's ipv6",
                 ));
             }
         }
@@ -93,22 +105,61 @@ pub(super) fn validate(
         .bgp
         .as_ref()
         .and_then(|b| super::bgp::validate(role_src, b, &tables, host.asn, uplinks.len(), &mut p));
+    if let (Some(b), None) = (&bgp, service_ipv6) {
+        if let Some(c) = b.calico.filter(|c| c.host_address.is_ipv6()) {
+            let span = role
+                .bgp
+                .as_ref()
+                .and_then(|b| b.calico.as_ref())
+                .and_then(|c| c.host_address.as_ref())
+                .map_or(0..0, |a| a.span());
+            p.push(role_src.problem(
+                "bgp.calico.host_address",
+                &span,
+                format!(
+                    "found {} with no service_ipv6 in {}; expected IPv4 session addresses, or service_ipv6 in the host facts \
+                     (an IPv6 Calico session announces IPv6 routes from it)",
+                    c.host_address,
+                    host_src.path.display()
+                ),
+            ));
+        }
+    }
     if uplinks.is_empty() && p.is_empty() {
         p.push(host_src.problem(
             "uplinks",
             &(0..0),
-            "no uplinks; expected at least one [[uplinks]] table (one per top-of-rack switch)",
+            "found no uplinks; expected at least one [[uplinks]] table (one per top-of-rack switch)",
         ));
     }
 
+    if let Some(b) = &bgp {
+        path_collisions(role_src, role, host_src, host, b, &uplinks, &mut p);
+    }
     let nat = nat(role_src, role, &mut p);
+    let join = super::join::validate(
+        role_src,
+        role.join.as_ref(),
+        host_src,
+        host.join.as_ref(),
+        &super::join::HostIdentity {
+            hostname: &hostname,
+            zone: host.zone.as_ref(),
+            rack: host.rack.as_ref(),
+            node_ips: std::iter::once(IpAddr::V4(service_ipv4.addr()))
+                .chain(service_ipv6.map(|v6| IpAddr::V6(v6.addr())))
+                .collect(),
+        },
+        &pods,
+        &mut p,
+    );
     if !p.is_empty() {
         return Err(p);
     }
     Ok(Desired {
         hostname,
-        zone: host.zone.clone(),
-        rack: host.rack.clone(),
+        zone: host.zone.as_ref().map(|z| z.get_ref().clone()),
+        rack: host.rack.as_ref().map(|r| r.get_ref().clone()),
         asn: host.asn,
         protocol: *role.routing.protocol.get_ref(),
         service_ipv4,
@@ -121,6 +172,7 @@ pub(super) fn validate(
         sysctl_uplink,
         bgp,
         nat,
+        join,
     })
 }
 
@@ -170,7 +222,7 @@ fn nat(src: &Source, role: &RoleInput, p: &mut Vec<Problem>) -> crate::desired::
         p.push(src.problem(
             "nat.mode",
             &(0..0),
-            "snat needs pods.cidrs: it translates pod egress to the service IP",
+            "found mode snat without pods.cidrs; expected pods.cidrs too (snat translates pod egress to the service IP), or another mode",
         ));
     }
     crate::desired::Nat {
@@ -196,14 +248,14 @@ fn tables(src: &Source, role: &RoleInput, p: &mut Vec<Problem>) -> Vec<Table> {
             p.push(src.problem(
                 format!("routing.tables[{i}].name"),
                 &t.name.span(),
-                format!("found '{name}', expected a name of letters, digits, '-' and '_' (not only digits), e.g. underlay-host"),
+                format!("found '{}', expected a name of 1–64 letters, digits, '-' and '_' (not only digits), e.g. underlay-host", shown(name)),
             ));
         } else if TableId::builtin(name).is_some() {
             p.push(src.problem(
                 format!("routing.tables[{i}].name"),
                 &t.name.span(),
                 format!(
-                    "'{name}' is a kernel table; define a table of your own, e.g. underlay-host"
+                    "found '{name}', a kernel table; expected a table of your own, e.g. underlay-host"
                 ),
             ));
         }
@@ -221,20 +273,22 @@ fn tables(src: &Source, role: &RoleInput, p: &mut Vec<Problem>) -> Vec<Table> {
             p.push(src.problem(
                 format!("routing.tables[{i}].id"),
                 &t.id.span(),
-                format!("duplicate table id {id}: routing.tables[{j}] already uses it; every table needs its own id"),
+                format!("found table id {id}, a duplicate: routing.tables[{j}] already uses it; expected an id of its own"),
             ));
         }
         if let Some(j) = by_name.insert(name, i) {
             p.push(src.problem(
                 format!("routing.tables[{i}].name"),
                 &t.name.span(),
-                format!("duplicate table name '{name}': routing.tables[{j}] already uses it"),
+                format!("found table name '{}', a duplicate: routing.tables[{j}] already uses it; expected a name of its own", shown(name)),
             ));
         }
-        out.push(Table {
-            name: name.to_string(),
-            id,
-        });
+        if valid_name {
+            out.push(Table {
+                name: name.to_string(),
+                id,
+            });
+        }
     }
     out
 }
@@ -254,7 +308,7 @@ fn rules(
             p.push(src.problem(
                 format!("routing.rules[{i}].priority"),
                 &r.priority.span(),
-                format!("duplicate rule priority {prio}: routing.rules[{j}] already uses it; give every rule its own priority"),
+                format!("found priority {prio}, a duplicate: routing.rules[{j}] already uses it; expected a priority of its own"),
             ));
         }
         if (32766..=32767).contains(&prio) {
@@ -277,8 +331,9 @@ fn rules(
                 format!("routing.rules[{i}].table"),
                 &r.table.span(),
                 format!(
-                    "unknown table '{name}', expected one of: {}",
-                    known.join(", ")
+                    "found '{}', which is not a table; expected one of: {}",
+                    shown(name),
+                    shown(&known.join(", "))
                 ),
             ));
             continue;
@@ -332,14 +387,28 @@ fn pods(src: &Source, role: &RoleInput, p: &mut Vec<Problem>) -> Pods {
     let mut zones = Vec::new();
     for (zone, c) in &role.pods.zones {
         let net = *c.get_ref();
-        if !cidrs.iter().any(|p: &IpNet| p.contains(&net)) {
+        if let Some(why) = names::label_problem(zone) {
             p.push(src.problem(
-                format!("pods.zones.{zone}"),
+                format!("pods.zones.{}", shown(zone)),
                 &c.span(),
                 format!(
-                    "found {net}, expected a block inside one of pods.cidrs ({})",
-                    fmt_list(&cidrs)
+                    "found zone name '{}': {why}; expected a Kubernetes label value (hosts carry it as topology.kubernetes.io/zone), e.g. az1",
+                    shown(zone)
                 ),
+            ));
+        }
+        if !cidrs.iter().any(|p: &IpNet| p.contains(&net)) {
+            p.push(src.problem(
+                format!("pods.zones.{}", shown(zone)),
+                &c.span(),
+                if cidrs.is_empty() {
+                    format!("found {net}, expected a block inside one of pods.cidrs, which is empty: add the pod CIDR to pods.cidrs")
+                } else {
+                    format!(
+                        "found {net}, expected a block inside one of pods.cidrs ({})",
+                        fmt_list(&cidrs)
+                    )
+                },
             ));
         }
         zones.push((zone.clone(), net));
@@ -356,67 +425,6 @@ fn fmt_list(v: &[IpNet]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-type Sysctls = (Vec<(SysctlKey, String)>, Vec<(String, String)>);
-
-fn sysctls(src: &Source, role: &RoleInput, p: &mut Vec<Problem>) -> Sysctls {
-    let mut global = Vec::new();
-    for (k, v) in &role.sysctl.global {
-        let key = format!("sysctl.global.\"{}\"", k.get_ref());
-        if k.get_ref().contains(UPLINK_PLACEHOLDER) {
-            p.push(src.problem(
-                key,
-                &k.span(),
-                "a global key cannot use {uplink}; move it to [sysctl.uplink]",
-            ));
-            continue;
-        }
-        match SysctlKey::parse(k.get_ref()) {
-            Ok(parsed) => global.push((parsed, v.to_kernel())),
-            Err(e) => p.push(src.problem(key, &k.span(), e)),
-        }
-        check_value(src, k, v, p);
-    }
-    let mut uplink = Vec::new();
-    for (k, v) in &role.sysctl.uplink {
-        let key = format!("sysctl.uplink.\"{}\"", k.get_ref());
-        if !k.get_ref().contains(UPLINK_PLACEHOLDER) {
-            p.push(src.problem(
-                key,
-                &k.span(),
-                format!(
-                    "found '{}', expected a key with the {{uplink}} placeholder, e.g. net.ipv4.conf.{{uplink}}.rp_filter",
-                    k.get_ref()
-                ),
-            ));
-            continue;
-        }
-        if let Err(e) = SysctlKey::parse(&k.get_ref().replace(UPLINK_PLACEHOLDER, "eth0")) {
-            p.push(src.problem(key, &k.span(), e));
-            continue;
-        }
-        uplink.push((k.get_ref().clone(), v.to_kernel()));
-        check_value(src, k, v, p);
-    }
-    (global, uplink)
-}
-
-fn check_value(
-    src: &Source,
-    k: &toml::Spanned<String>,
-    v: &SysctlValueInput,
-    p: &mut Vec<Problem>,
-) {
-    if let SysctlValueInput::Str(s) = v {
-        if s.trim().is_empty() || s.contains('\n') {
-            p.push(src.problem(
-                format!("sysctl.\"{}\"", k.get_ref()),
-                &k.span(),
-                "empty or multi-line value; expected a number or a single-line string",
-            ));
-        }
-    }
 }
 
 fn mtu(src: &Source, key: &str, m: &toml::Spanned<u32>, p: &mut Vec<Problem>) -> Option<u32> {
@@ -441,30 +449,22 @@ fn uplinks(
     src: &Source,
     host: &HostInput,
     default_mtu: Option<u32>,
+    sysctl_uplink: &[(UplinkSysctl, String)],
     p: &mut Vec<Problem>,
 ) -> Vec<Uplink> {
     let mut out = Vec::new();
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut nics: HashMap<NicMatch, usize> = HashMap::new();
-    let mut subnets: BTreeMap<IpNet, usize> = BTreeMap::new();
     for (i, u) in host.uplinks.iter().enumerate() {
         let name = u.name.get_ref().as_str();
-        let valid = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !valid {
-            p.push(src.problem(
-                format!("uplinks[{i}].name"),
-                &u.name.span(),
-                format!("found '{name}', expected a short name of letters, digits, '-' and '_', e.g. tor-a"),
-            ));
-        }
         if let Some(j) = names.insert(name, i) {
             p.push(src.problem(
                 format!("uplinks[{i}].name"),
                 &u.name.span(),
-                format!("duplicate uplink name '{name}': uplinks[{j}] already uses it"),
+                format!(
+                    "found '{}', which uplinks[{j}] already uses; expected a name of its own",
+                    shown(name)
+                ),
             ));
         }
         let nic = match u.nic.get_ref() {
@@ -480,17 +480,27 @@ fn uplinks(
                 p.push(src.problem(
                     format!("uplinks[{i}].nic"),
                     &u.nic.span(),
-                    "expected exactly one of nic.name or nic.mac, e.g. nic = { name = \"eth0\" }",
+                    "found neither or both of nic.name and nic.mac; expected exactly one, e.g. nic = { name = \"eth0\" }",
                 ));
                 None
             }
         };
+        if let (Some(NicMatch::Name(n)), Some((template, _))) = (&nic, sysctl_uplink.first()) {
+            // A NIC matched by MAC is checked once it is found (plan::resolve).
+            if let Err(e) = template.for_ifname(n.as_str()) {
+                p.push(src.problem(
+                    format!("uplinks[{i}].nic.name"),
+                    &u.nic.span(),
+                    format!("{e}; expected a NIC name that is a plain sysctl directory name"),
+                ));
+            }
+        }
         if let Some(nic) = &nic {
             if let Some(j) = nics.insert(nic.clone(), i) {
                 p.push(src.problem(
                     format!("uplinks[{i}].nic"),
                     &u.nic.span(),
-                    format!("duplicate NIC match ({nic}): uplinks[{j}] already matches it; each uplink needs its own NIC"),
+                    format!("found NIC match {nic}, a duplicate: uplinks[{j}] already uses it; expected a NIC of its own per uplink"),
                 ));
             }
         }
@@ -500,34 +510,8 @@ fn uplinks(
             p.push(src.problem(
                 format!("uplinks[{i}]"),
                 &u.name.span(),
-                "no transit address; expected ipv4 = { address = \"172.30.0.1/31\", peer = \"172.30.0.0\" } and/or ipv6",
+                "found no transit address; expected ipv4 = { address = \"172.30.0.1/31\", peer = \"172.30.0.0\" } and/or ipv6",
             ));
-        }
-        for (fam, net, span) in [
-            (
-                "ipv4",
-                u.ipv4
-                    .as_ref()
-                    .map(|t| IpNet::V4(t.address.get_ref().trunc())),
-                u.ipv4.as_ref().map(|t| t.address.span()),
-            ),
-            (
-                "ipv6",
-                u.ipv6
-                    .as_ref()
-                    .map(|t| IpNet::V6(t.address.get_ref().trunc())),
-                u.ipv6.as_ref().map(|t| t.address.span()),
-            ),
-        ] {
-            if let (Some(net), Some(span)) = (net, span) {
-                if let Some(j) = subnets.insert(net, i) {
-                    p.push(src.problem(
-                        format!("uplinks[{i}].{fam}.address"),
-                        &span,
-                        format!("transit subnet {net} is already used by uplinks[{j}]; every uplink is its own point-to-point link"),
-                    ));
-                }
-            }
         }
         let mtu = u
             .mtu
@@ -543,16 +527,14 @@ fn uplinks(
                 ipv6: ipv6.flatten(),
                 peer_asn: u.peer_asn,
                 password_file: u.password_file.as_ref().and_then(|f| {
-                    if f.get_ref().starts_with('/') {
-                        Some(f.get_ref().into())
-                    } else {
-                        p.push(src.problem(
-                            format!("uplinks[{i}].password_file"),
-                            &f.span(),
-                            format!("found '{}', expected an absolute path such as /etc/underlay/secrets/{name}.password", f.get_ref()),
-                        ));
-                        None
-                    }
+                    paths::logical(
+                        src,
+                        &format!("uplinks[{i}].password_file"),
+                        f,
+                        Kind::File,
+                        &format!("/etc/underlay/secrets/{}.password", shown(name)),
+                        p,
+                    )
                 }),
             });
         }
@@ -569,7 +551,19 @@ fn transit_v4(
     let addr = *t.address.get_ref();
     let peer = *t.peer.get_ref();
     let before = p.len();
-    if !matches!(addr.prefix_len(), 30 | 31) {
+    if let Some(why) = addresses::transit_problem(IpAddr::V4(addr.addr())) {
+        p.push(src.problem(
+            format!("uplinks[{i}].ipv4.address"),
+            &t.address.span(),
+            format!("found {addr}: {why}; expected a unicast transit address, e.g. 172.30.0.1/31"),
+        ));
+    } else if let Some(why) = addresses::transit_problem(IpAddr::V4(peer)) {
+        p.push(src.problem(
+            format!("uplinks[{i}].ipv4.peer"),
+            &t.peer.span(),
+            format!("found {peer}: {why}; expected the ToR's unicast address, e.g. 172.30.0.0"),
+        ));
+    } else if !matches!(addr.prefix_len(), 30 | 31) {
         p.push(src.problem(
             format!("uplinks[{i}].ipv4.address"),
             &t.address.span(),
@@ -584,7 +578,7 @@ fn transit_v4(
         p.push(src.problem(
             format!("uplinks[{i}].ipv4.address"),
             &t.address.span(),
-            format!("found {addr}, which is the network or broadcast address of its /30; use .1 or .2 of the block"),
+            format!("found {addr}, which is the network or broadcast address of its /30; expected .1 or .2 of the block"),
         ));
     } else if let Some(why) = peer_problem(IpNet::V4(addr), IpAddr::V4(peer)) {
         p.push(src.problem(format!("uplinks[{i}].ipv4.peer"), &t.peer.span(), why));
@@ -627,7 +621,19 @@ fn transit_v6(
     let addr = *t.address.get_ref();
     let peer = *t.peer.get_ref();
     let before = p.len();
-    if !(64..=127).contains(&addr.prefix_len()) {
+    if let Some(why) = addresses::transit_problem(IpAddr::V6(addr.addr())) {
+        p.push(src.problem(
+            format!("uplinks[{i}].ipv6.address"),
+            &t.address.span(),
+            format!("found {addr}: {why}; expected a unicast transit address, e.g. fd00:30::1/127"),
+        ));
+    } else if let Some(why) = addresses::transit_problem(IpAddr::V6(peer)) {
+        p.push(src.problem(
+            format!("uplinks[{i}].ipv6.peer"),
+            &t.peer.span(),
+            format!("found {peer}: {why}; expected the ToR's unicast address, e.g. fd00:30::"),
+        ));
+    } else if !(64..=127).contains(&addr.prefix_len()) {
         p.push(src.problem(
             format!("uplinks[{i}].ipv6.address"),
             &t.address.span(),
@@ -640,4 +646,54 @@ fn transit_v6(
         address: addr,
         peer,
     })
+}
+
+/// The BGP paths and password files against each other and underlay's own
+/// files (written: the BIRD config and socket; read: the template, secrets).
+fn path_collisions(
+    role_src: &Source,
+    role: &RoleInput,
+    host_src: &Source,
+    host: &HostInput,
+    b: &crate::desired::Bgp,
+    uplinks: &[Uplink],
+    p: &mut Vec<Problem>,
+) {
+    let input = role.bgp.as_ref();
+    let at = |v: Option<&toml::Spanned<String>>| v.map(|s| (role_src, s.span()));
+    let mut named = vec![
+        Named {
+            key: "bgp.config_path".into(),
+            path: b.config_path.clone(),
+            at: at(input.and_then(|i| i.config_path.as_ref())),
+            written: true,
+            secret: false,
+        },
+        Named {
+            key: "bgp.control_socket".into(),
+            path: b.control_socket.clone(),
+            at: at(input.and_then(|i| i.control_socket.as_ref())),
+            written: true,
+            secret: false,
+        },
+        Named {
+            key: "bgp.templates_dir".into(),
+            path: b.templates_dir.join(crate::bgp::render::TEMPLATE_NAME),
+            at: at(input.and_then(|i| i.templates_dir.as_ref())),
+            written: false,
+            secret: false,
+        },
+    ];
+    for (i, (u, input)) in uplinks.iter().zip(&host.uplinks).enumerate() {
+        if let (Some(f), Some(given)) = (&u.password_file, &input.password_file) {
+            named.push(Named {
+                key: format!("uplinks[{i}].password_file"),
+                path: f.clone(),
+                at: Some((host_src, given.span())),
+                written: false,
+                secret: true,
+            });
+        }
+    }
+    paths::collisions(&named, role_src, p);
 }

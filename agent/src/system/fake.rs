@@ -45,6 +45,19 @@ pub struct FakeSystem {
 }
 
 impl FakeSystem {
+    /// Gives the fake kernel every sysctl `d` manages (at 0), as a real
+    /// kernel has them: a sysctl the kernel lacks is bad input.
+    pub fn with_sysctls_of(mut self, d: &crate::desired::Desired) -> FakeSystem {
+        if let Ok((target, _)) = crate::engine::observe(&mut self, d, None) {
+            for (key, _) in &target.sysctls {
+                self.sysctls
+                    .entry(key.clone())
+                    .or_insert_with(|| "0".into());
+            }
+        }
+        self
+    }
+
     /// A host with `lo` and the given NICs (index from 2, MTU 1500, down).
     pub fn with_nics(nics: &[&str]) -> FakeSystem {
         let mut links = vec![ObservedLink {
@@ -86,6 +99,11 @@ impl System for FakeSystem {
 
     fn read_file(&mut self, path: &Path) -> Result<Option<String>, SystemError> {
         Ok(self.files.get(path).cloned())
+    }
+
+    /// In memory there are no modes or links: the file as stored.
+    fn read_secret(&mut self, path: &Path) -> Result<Option<super::Secret>, SystemError> {
+        Ok(self.files.get(path).cloned().map(super::Secret::new))
     }
 
     fn observe(

@@ -3,11 +3,15 @@
 //! [`fake::FakeSystem`] applies ops to memory so tests prove convergence
 //! without root.
 
+pub mod events;
 pub mod fake;
+pub mod fake_join;
 pub mod files;
 pub mod https;
+pub mod join;
 pub mod linux;
 pub mod netns;
+pub mod process;
 pub mod sources;
 pub mod sysctl;
 
@@ -70,6 +74,10 @@ pub enum SystemError {
         holder: String,
         waited_s: u64,
     },
+    /// A secret file below --root that underlay refuses to read: a symlink,
+    /// not a regular file, readable by others, not owned by root.
+    #[error("secret file {}: {message}", path.display())]
+    Secret { path: PathBuf, message: String },
     #[error("{0}")]
     Other(String),
 }
@@ -82,15 +90,41 @@ impl SystemError {
         match self {
             SystemError::BirdControl { .. } => ErrorKind::Transient,
             SystemError::Locked { .. } => ErrorKind::Transient,
-            SystemError::BirdRejected(_) | SystemError::Netns { .. } | SystemError::Refused(_) => {
-                ErrorKind::Input
-            }
+            SystemError::BirdRejected(_)
+            | SystemError::Netns { .. }
+            | SystemError::Refused(_)
+            | SystemError::Secret { .. } => ErrorKind::Input,
             SystemError::Netlink { .. }
             | SystemError::Io { .. }
             | SystemError::State { .. }
             | SystemError::Nft(_)
             | SystemError::Other(_) => ErrorKind::System,
         }
+    }
+}
+
+/// A secret read from a file (a BGP password): its `Debug` shows only its
+/// length, so it cannot reach a log by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(text: String) -> Secret {
+        Secret(text)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret(<{} bytes>)", self.0.len())
     }
 }
 
@@ -102,6 +136,10 @@ pub trait System {
     fn load_state(&mut self) -> Result<State, SystemError>;
     /// A file below --root (logical path); `None` when absent.
     fn read_file(&mut self, path: &Path) -> Result<Option<String>, SystemError>;
+    /// A secret file below --root (logical path), read the way ssh reads a
+    /// private key: no symlink followed on the way, a regular file owned by
+    /// root and not accessible to group or others; `None` when absent.
+    fn read_secret(&mut self, path: &Path) -> Result<Option<Secret>, SystemError>;
     /// Addresses, our rules, and the queried sysctls and files.
     fn observe(
         &mut self,

@@ -18,6 +18,11 @@ pub const ROLE: &str = concat!(
     "/../profiles/l3-ecmp-calico.toml"
 );
 
+/// Panics unless `doc` matches agent/schema/output.schema.json.
+pub fn assert_schema(doc: &Value) {
+    schema_check::assert_valid(doc);
+}
+
 /// Root is required: say so loudly instead of passing vacuously.
 pub fn require_root() {
     if !nix::unistd::geteuid().is_root() {

@@ -90,7 +90,7 @@ pub fn run_checks(s: &Snapshot, e: Option<&Expect>) -> Vec<Finding> {
         profile_uplinks(e),
         masquerade_transit(s, e, &fw),
         transit_global(s, e),
-        tunnel_mark(s, &fw),
+        tunnel_mark(s, e, &fw),
         conntrack_tunnel_nat(s),
         bgp_listeners(s, e),
         bird_shared_table(s),

@@ -220,58 +220,213 @@ fn global_transit_alone_is_a_warning_with_masquerade_a_failure() {
     );
 }
 
-const KUBE_PROXY_119: &str = "*nat\n-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000\n\
-    -A KUBE-POSTROUTING -m mark --mark 0x4000/0x4000 -j MASQUERADE\nCOMMIT\n";
+macro_rules! fixture {
+    ($name:literal) => {
+        include_str!(concat!("../../../tests/fixtures/firewall/", $name))
+    };
+}
 
-#[test]
-fn tunnel_with_mark_masquerade_needs_a_guard() {
+/// Real iptables-save / nft output for the rules each component writes
+/// (`tests/firewall_fixtures.rs` keeps them what the tools print).
+const KP_1_18_5: &str = fixture!("kube-proxy-1.18.5.iptables-save");
+const KP_1_19: &str = fixture!("kube-proxy-1.19.iptables-save");
+const CALICO_KP_1_19: &str = fixture!("calico-kube-proxy-1.19.iptables-save");
+const KP_NFT: &str = fixture!("kube-proxy-nftables.json");
+const CALICO_KP_NFT_SAVE: &str = fixture!("calico-kube-proxy-nftables.iptables-save");
+const CALICO_KP_NFT_JSON: &str = fixture!("calico-kube-proxy-nftables.json");
+
+fn with_vxlan() -> Snapshot {
     let mut s = healthy();
     s.links.push(link(4, "vxlan.calico", Some("vxlan")));
+    s
+}
+
+fn iptables(text: &str) -> Vec<(String, String)> {
+    vec![("iptables-save".into(), text.into())]
+}
+
+/// underlay's guard for these uplinks, as `desired_ruleset` builds it.
+fn guard_on(uplinks: &[&str]) -> serde_json::Value {
+    let doc = crate::nft::desired_ruleset(&crate::nft::NatParams {
+        mode: crate::nft::NatMode::ScopeLink,
+        service_ipv4: "10.10.0.11".parse().unwrap(),
+        uplinks: uplinks.iter().map(|u| u.to_string()).collect(),
+        pod_cidrs: vec![],
+        guard: Some(crate::nft::MarkGuard::default()),
+    })
+    .unwrap();
+    serde_json::to_value(&doc).unwrap()
+}
+
+/// `extra` nft objects appended to a ruleset document.
+fn plus(doc: &serde_json::Value, extra: &serde_json::Value) -> serde_json::Value {
+    let mut d = doc.clone();
+    let list = d["nftables"].as_array_mut().unwrap();
+    list.extend(extra["nftables"].as_array().unwrap().iter().cloned());
+    d
+}
+
+fn evidence(s: &Snapshot, id: &str) -> String {
+    get(s, None, id).evidence.join("\n")
+}
+
+#[test]
+fn kube_proxy_1_18_5_with_a_tunnel_needs_a_guard() {
+    let mut s = with_vxlan();
     assert_eq!(
         get(&s, None, TUNNEL_MARK).severity,
         Severity::Ok,
         "no mark rules"
     );
-    s.iptables = vec![("iptables-save".into(), KUBE_PROXY_119.into())];
+    s.iptables = iptables(KP_1_18_5);
     assert_eq!(problems(&s, None), [(TUNNEL_MARK, Severity::Failure)]);
-    let f = get(&s, None, TUNNEL_MARK);
+    let ev = evidence(&s, TUNNEL_MARK);
+    assert!(ev.contains("vxlan.calico (vxlan port 4789)"), "{ev}");
     assert!(
-        f.evidence
-            .iter()
-            .any(|e| e.contains("vxlan.calico (vxlan port 4789)")),
-        "{f:#?}"
+        ev.contains("-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000"),
+        "{ev}"
     );
-    assert!(f
-        .evidence
-        .iter()
-        .any(|e| e.contains("--set-xmark 0x4000/0x4000")));
-
-    // A guard for IPIP only does not cover VXLAN.
-    let guard = |matchers: serde_json::Value, prio: i64| {
-        serde_json::json!({"nftables": [
-            {"chain": {"family": "inet", "table": "underlay", "name": "mark_guard", "type": "filter", "hook": "postrouting", "prio": prio}},
-            {"rule": {"family": "inet", "table": "underlay", "chain": "mark_guard", "expr": [
-                {"match": {"op": "==", "left": matchers, "right": if prio > 0 { serde_json::json!(4789) } else { serde_json::json!("ipencap") }}},
-                {"mangle": {"key": {"meta": {"key": "mark"}}, "value": {"&": [{"meta": {"key": "mark"}}, 4294950911u32]}}}]}}]})
-    };
-    s.nft_ruleset = Some(guard(serde_json::json!({"meta": {"key": "l4proto"}}), -10));
-    assert_eq!(problems(&s, None), [(TUNNEL_MARK, Severity::Failure)]);
-    let udp = serde_json::json!({"payload": {"protocol": "udp", "field": "dport"}});
-    s.nft_ruleset = Some(guard(udp.clone(), 99));
-    assert_eq!(problems(&s, None), []);
-    // After srcnat is too late.
-    s.nft_ruleset = Some(guard(udp, 101));
-    assert_eq!(problems(&s, None), [(TUNNEL_MARK, Severity::Failure)]);
-    // kube-proxy >= 1.20 clears the mark in nat: better, not enough.
-    s.iptables[0].1 = format!(
-        "{KUBE_PROXY_119}*nat\n-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0\nCOMMIT\n"
-    );
-    assert_eq!(problems(&s, None), [(TUNNEL_MARK, Severity::Warning)]);
+    assert!(ev.contains("nothing clears 0x4000"), "{ev}");
     // IPIP device.
     let mut s = healthy();
     s.links.push(link(5, "tunl0", Some("ipip")));
-    s.iptables = vec![("iptables-save".into(), KUBE_PROXY_119.into())];
+    s.iptables = iptables(KP_1_18_5);
     assert_eq!(problems(&s, None), [(TUNNEL_MARK, Severity::Failure)]);
+}
+
+#[test]
+fn guards_count_only_before_srcnat_for_the_tunnel_on_every_uplink() {
+    let mut s = with_vxlan();
+    s.iptables = iptables(KP_1_18_5);
+    s.nft_ruleset = Some(guard_on(&["eth0", "eth1"]));
+    assert_eq!(problems(&s, None), [], "{}", evidence(&s, TUNNEL_MARK));
+    assert!(evidence(&s, TUNNEL_MARK)
+        .contains("guard: nft inet underlay mark_guard: meta oifname={eth0,eth1} udp dport=4789"));
+    // A guard on other interfaces misses the outer packets leaving eth0/eth1.
+    s.nft_ruleset = Some(guard_on(&["up1", "up2"]));
+    assert_eq!(problems(&s, None), [(TUNNEL_MARK, Severity::Failure)]);
+    assert!(evidence(&s, TUNNEL_MARK).contains("guard (misses an uplink)"));
+    s.nft_ruleset = Some(guard_on(&["eth0"]));
+    assert_eq!(problems(&s, None), [(TUNNEL_MARK, Severity::Failure)]);
+    // The IPIP rule alone does not cover VXLAN.
+    let mut g = guard_on(&["eth0", "eth1"]);
+    g["nftables"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|o| !o.to_string().contains("dport"));
+    s.nft_ruleset = Some(g);
+    assert_eq!(problems(&s, None), [(TUNNEL_MARK, Severity::Failure)]);
+    // After srcnat is too late.
+    let mut g = guard_on(&["eth0", "eth1"]);
+    g["nftables"][1]["chain"]["prio"] = serde_json::json!(101);
+    s.nft_ruleset = Some(g);
+    assert_eq!(problems(&s, None), [(TUNNEL_MARK, Severity::Failure)]);
+}
+
+/// Issue 10: kube-proxy >= 1.19 clears the bit itself, so alone it is fine; Calico's
+/// cali-POSTROUTING (at the top of POSTROUTING) masquerades inner flows leaving vxlan.calico
+/// first, and its connection never reaches kube-proxy's clearing.
+#[test]
+fn kube_proxy_1_19_is_ok_alone_and_fails_behind_calico() {
+    let mut s = with_vxlan();
+    s.iptables = iptables(KP_1_19);
+    let f = get(&s, None, TUNNEL_MARK);
+    assert_eq!(f.severity, Severity::Ok, "{f:#?}");
+    assert!(f
+        .title
+        .contains("clears the masquerade mark before its MASQUERADE"));
+    let ev = f.evidence.join("\n");
+    assert!(ev.contains("masquerade by mark (the bit cleared first): iptables-save *nat: -A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE --random-fully"), "{ev}");
+    assert!(
+        ev.contains("via POSTROUTING > KUBE-POSTROUTING, priority 100"),
+        "{ev}"
+    );
+
+    s.iptables = iptables(CALICO_KP_1_19);
+    assert_eq!(problems(&s, None), [(TUNNEL_MARK, Severity::Failure)]);
+    let f = get(&s, None, TUNNEL_MARK);
+    assert!(f.title.contains("before kube-proxy clears"), "{f:#?}");
+    let ev = f.evidence.join("\n");
+    assert!(
+        ev.contains("runs ahead of the clearing, earlier in iptables-save *nat POSTROUTING (via POSTROUTING > cali-POSTROUTING): iptables-save *nat: -A cali-POSTROUTING -o vxlan.calico"),
+        "{ev}"
+    );
+    assert!(
+        ev.contains("binds inner flows leaving vxlan.calico"),
+        "{ev}"
+    );
+    assert!(f
+        .fix
+        .contains("Felix re-inserts cali-POSTROUTING at the top"));
+
+    // Without Felix's tunnel rule only cali-nat-outgoing (an ipset match) is ahead: a risk.
+    let no_tunnel_rule: String = CALICO_KP_1_19
+        .lines()
+        .filter(|l| !l.contains("-o vxlan.calico"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    s.iptables = iptables(&no_tunnel_rule);
+    assert_eq!(problems(&s, None), [(TUNNEL_MARK, Severity::Warning)]);
+    assert!(evidence(&s, TUNNEL_MARK).contains("cali-nat-outgoing"));
+
+    // The guard makes both safe.
+    s.nft_ruleset = Some(guard_on(&["eth0", "eth1"]));
+    assert_eq!(problems(&s, None), []);
+    s.iptables = iptables(CALICO_KP_1_19);
+    assert_eq!(problems(&s, None), []);
+}
+
+/// kube-proxy's nftables mode clears the bit in its `masquerading` chain; next to Calico's
+/// iptables rules both nat chains sit at priority 100: the one registered last runs first.
+#[test]
+fn kube_proxy_nftables_mode_and_equal_priorities() {
+    let mut s = with_vxlan();
+    s.iptables = vec![];
+    s.nft_ruleset = Some(serde_json::from_str(KP_NFT).unwrap());
+    let f = get(&s, None, TUNNEL_MARK);
+    assert_eq!(f.severity, Severity::Ok, "{f:#?}");
+    let ev = f.evidence.join("\n");
+    assert!(
+        ev.contains("masquerade by mark (the bit cleared first): nft ip kube-proxy masquerading"),
+        "{ev}"
+    );
+    assert!(
+        ev.contains("via nat-postrouting > masquerading, priority 100"),
+        "{ev}"
+    );
+
+    s.iptables = iptables(CALICO_KP_NFT_SAVE);
+    let doc: serde_json::Value = serde_json::from_str(CALICO_KP_NFT_JSON).unwrap();
+    s.nft_ruleset = Some(doc.clone());
+    assert_eq!(problems(&s, None), [(TUNNEL_MARK, Severity::Warning)]);
+    let ev = evidence(&s, TUNNEL_MARK);
+    assert!(
+        ev.contains("in iptables-save *nat POSTROUTING at the same priority 100 as nft ip kube-proxy nat-postrouting: of equal priorities the chain registered last runs first, so it depends on which component started last: iptables-save *nat: -A cali-POSTROUTING -o vxlan.calico"),
+        "{ev}"
+    );
+
+    // A (hand-built) native nat chain of lower priority that masquerades vxlan.calico
+    // surely runs first.
+    let early = serde_json::json!({"nftables": [
+        {"table": {"family": "ip", "name": "early"}},
+        {"chain": {"family": "ip", "table": "early", "name": "post", "type": "nat", "hook": "postrouting", "prio": 99}},
+        {"rule": {"family": "ip", "table": "early", "chain": "post", "expr": [
+            {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "vxlan.calico"}},
+            {"masquerade": null}]}}]});
+    s.iptables = vec![];
+    s.nft_ruleset = Some(plus(&serde_json::from_str(KP_NFT).unwrap(), &early));
+    assert_eq!(problems(&s, None), [(TUNNEL_MARK, Severity::Failure)]);
+    assert!(evidence(&s, TUNNEL_MARK).contains("in nft ip early post at priority 99 < 100"));
+    // One of higher priority runs after kube-proxy's: no risk.
+    let mut late = early.clone();
+    late["nftables"][1]["chain"]["prio"] = serde_json::json!(101);
+    s.nft_ruleset = Some(plus(&serde_json::from_str(KP_NFT).unwrap(), &late));
+    assert_eq!(problems(&s, None), []);
+
+    // The guard.
+    s.iptables = iptables(CALICO_KP_NFT_SAVE);
+    s.nft_ruleset = Some(plus(&doc, &guard_on(&["eth0", "eth1"])));
+    assert_eq!(problems(&s, None), []);
 }
 
 #[test]
@@ -293,6 +448,22 @@ fn natted_outer_conntrack_entries_fail() {
         "pod egress NAT is not a tunnel entry: {f:#?}"
     );
     assert!(f.evidence[0].contains("reply to 172.30.0.1"));
+    // Issue 10: on a scope-link host MASQUERADE keeps the address and --random-fully
+    // rewrites only the port; still an outer flow bound by NAT.
+    s.conntrack = Some(
+        "udp      17 29 src=10.10.0.11 dst=10.10.0.12 sport=41234 dport=4789 [UNREPLIED] src=10.10.0.12 dst=10.10.0.11 sport=4789 dport=2911 mark=0 use=1\n"
+            .into(),
+    );
+    assert_eq!(
+        problems(&s, None),
+        [(CONNTRACK_TUNNEL_NAT, Severity::Failure)]
+    );
+    let f = get(&s, None, CONNTRACK_TUNNEL_NAT);
+    assert!(f.title.contains("source port rewritten"), "{f:#?}");
+    assert!(
+        f.evidence[0].contains("reply to 10.10.0.11:2911 (sent from 10.10.0.11:41234): only the source port was rewritten"),
+        "{f:#?}"
+    );
     s.conntrack = Some(
         "unknown  4 599 src=10.10.0.11 dst=10.10.0.12 src=10.10.0.12 dst=172.30.0.1 mark=0 use=1\n"
             .into(),

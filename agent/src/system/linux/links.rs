@@ -37,7 +37,11 @@ fn parse(m: &LinkMessage) -> Option<ObservedLink> {
         perm_mac: perm.filter(|p| Some(*p) != addr),
         mtu,
         up: m.header.flags.contains(LinkFlags::Up),
-        oper_up: oper_up && m.header.flags.contains(LinkFlags::Up),
+        // IFF_LOWER_UP too: a link just set up reports operstate UNKNOWN
+        // until the kernel's linkwatch runs, carrier or not.
+        oper_up: oper_up
+            && m.header.flags.contains(LinkFlags::Up)
+            && m.header.flags.contains(LinkFlags::LowerUp),
     })
 }
 

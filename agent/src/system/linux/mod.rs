@@ -4,11 +4,14 @@
 
 mod addresses;
 pub(crate) mod bird;
+mod join;
 mod links;
 mod lock;
 mod routes;
 mod rules;
+pub mod secret;
 mod units;
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 
@@ -106,6 +109,10 @@ impl System for LinuxSystem {
 
     fn read_file(&mut self, path: &Path) -> Result<Option<String>, SystemError> {
         files::read(&files::under_root(&self.root, path))
+    }
+
+    fn read_secret(&mut self, path: &Path) -> Result<Option<super::Secret>, SystemError> {
+        secret::read(&self.root, path)
     }
 
     fn observe(
