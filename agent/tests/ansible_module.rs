@@ -43,6 +43,12 @@ const PLAYBOOK: &str = r#"---
             root: "{{ ul_root }}"
             binary: "{{ ul_binary }}"
             profile_sha256: "{{ ul_profile_sha256 | default(omit) }}"
+            wait: "{{ ul_wait | default(false) }}"
+            wait_timeout: "{{ ul_wait_timeout | default(omit) }}"
+            join: "{{ ul_join | default(false) }}"
+            kubeadm: "{{ ul_kubeadm | default(omit) }}"
+            join_token: "{{ ul_join_token | default(omit) }}"
+            join_token_file: "{{ ul_join_token_file | default(omit) }}"
           register: result
       always:
         - name: keep the module's result for the test
@@ -72,6 +78,18 @@ fn run_playbook_with(
     host: &Path,
     extra: &[&str],
     more_vars: Value,
+) -> Play {
+    run_playbook_env(lab, bin, role, host, extra, more_vars, &[])
+}
+
+fn run_playbook_env(
+    lab: &Lab,
+    bin: &Path,
+    role: &Path,
+    host: &Path,
+    extra: &[&str],
+    more_vars: Value,
+    env: &[(&str, &Path)],
 ) -> Play {
     let dir = lab.root().join("ansible");
     std::fs::create_dir_all(&dir).unwrap();
@@ -111,6 +129,7 @@ fn run_playbook_with(
         )
         .env("ANSIBLE_NOCOLOR", "1")
         .env("ANSIBLE_RETRY_FILES_ENABLED", "0")
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
         .output()
         .expect("run ansible-playbook");
     let stdout = format!(
@@ -308,7 +327,9 @@ fn module_documentation_parses() {
         "wait",
         "wait_timeout",
         "join",
+        "kubeadm",
         "join_token",
+        "join_token_file",
         "safe",
         "confirm_timeout",
         "probe",
@@ -318,7 +339,7 @@ fn module_documentation_parses() {
     ] {
         assert!(options.contains_key(o), "option {o} is not documented");
     }
-    assert_eq!(options.len(), 15, "an option is documented but not handled");
+    assert_eq!(options.len(), 17, "an option is documented but not handled");
     for r in ["changed", "diff", "rolled_back", "failure", "durations_ms"] {
         assert!(
             m["return"].get(r).is_some(),
@@ -326,4 +347,88 @@ fn module_documentation_parses() {
         );
     }
     assert!(!m["examples"].as_str().unwrap_or_default().is_empty());
+}
+
+const STANDIN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../vm-tests/kubeadm-standin");
+const JOIN_TOKEN: &str = "jt0k3n.s3cr3tv4lu3xyz12";
+const JOIN_SECRET: &str = "s3cr3tv4lu3xyz12";
+
+/// A role without [bgp] (so the gate is `uplinks-up`) that joins.
+const JOIN_ROLE: &str = r#"version = 1
+[routing]
+[[routing.tables]]
+name = "underlay-host"
+id = 1001
+[[routing.rules]]
+priority = 30000
+table = "main"
+suppress_prefixlength = 0
+[[routing.rules]]
+priority = 30001
+table = "underlay-host"
+[pods]
+cidrs = ["10.244.0.0/16"]
+[join]
+cri_socket = "unix:///run/containerd/containerd.sock"
+"#;
+
+/// `join: true` with `join_token`: the module puts the token where the host
+/// facts' token_file points (0600), the agent joins once through
+/// `kubeadm-standin` (a stand-in: no kubeadm package on the test machines),
+/// never again on the next run, and the token is in no output.
+#[test]
+fn module_joins_once_with_the_token_it_placed() {
+    use std::os::unix::fs::PermissionsExt;
+    let lab = Lab::new();
+    let bin = ansible_bin();
+    let role = lab.write_host("join-role.toml", JOIN_ROLE);
+    let facts = format!(
+        "{}\n[join]\napi_servers = [\"10.10.255.1:6443\"]\nca_cert_hashes = [\"sha256:{}\"]\ntoken_file = \"/etc/underlay/secrets/join-token\"\n",
+        host_facts(&["tor-a", "tor-b"]).replacen(
+            "version = 1\n",
+            "version = 1\nzone = \"az1\"\nrack = \"r07\"\n",
+            1
+        ),
+        "ab".repeat(32)
+    );
+    let host = lab.write_host("join-host.toml", &facts);
+    let records = lab.root().join("standin");
+    let hostroot = lab.root().join("hostroot");
+    let vars = serde_json::json!({
+        "ul_wait": true,
+        "ul_wait_timeout": 20,
+        "ul_join": true,
+        "ul_kubeadm": STANDIN,
+        "ul_join_token": JOIN_TOKEN,
+        "ul_join_token_file": "/etc/underlay/secrets/join-token",
+    });
+    let env = [
+        ("KUBEADM_STANDIN_DIR", records.as_path()),
+        ("KUBEADM_STANDIN_ROOT", hostroot.as_path()),
+    ];
+    let invocations = || std::fs::read_dir(&records).map_or(0, |d| d.count());
+
+    let p = run_playbook_env(&lab, &bin, &role, &host, &[], vars.clone(), &env);
+    assert_eq!(p.code, 0, "{}", p.stdout);
+    assert_eq!(p.result["changed"], true, "{}", p.result);
+    assert_eq!(invocations(), 1, "kubeadm ran {} times", invocations());
+    let token_file = hostroot.join("etc/underlay/secrets/join-token");
+    assert_eq!(
+        std::fs::read_to_string(&token_file).unwrap().trim(),
+        JOIN_TOKEN
+    );
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(!p.stdout.contains(JOIN_SECRET), "token in ansible's output");
+    assert!(
+        !p.result.to_string().contains(JOIN_SECRET),
+        "token in the result"
+    );
+
+    // Joined: the next run changes nothing and never runs kubeadm again.
+    let p = run_playbook_env(&lab, &bin, &role, &host, &[], vars, &env);
+    assert_eq!(p.code, 0, "{}", p.stdout);
+    assert_eq!(p.result["changed"], false, "{}", p.result);
+    assert_eq!(invocations(), 1);
+    assert!(!p.stdout.contains(JOIN_SECRET));
 }

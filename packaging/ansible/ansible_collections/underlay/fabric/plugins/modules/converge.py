@@ -80,17 +80,29 @@ options:
     type: int
   join:
     description:
-      - After the host is ready, join the Kubernetes cluster
-        (C(apply --join); needs an agent with join support). A joined node is
-        never joined again.
+      - After the host converged and every readiness gate passed, join the
+        Kubernetes cluster (C(apply --wait --join)), with the host facts'
+        C([join]) section. A joined node is never joined again; a safe apply
+        that rolled back never joins.
     type: bool
     default: false
+  kubeadm:
+    description:
+      - The kubeadm executable for I(join) (C(--kubeadm)). Default is the
+        agent's (C(kubeadm) in C(PATH)).
+    type: path
   join_token:
     description:
-      - The kubeadm bootstrap token for I(join). Handed to the agent in the
-        C(UNDERLAY_JOIN_TOKEN) environment variable, never on its command
-        line (other users could read it there), and never returned.
+      - The kubeadm bootstrap token. The module writes it (mode 0600, only
+        when it differs, never in check mode) to I(join_token_file) below
+        I(root), where the host facts' C(join.token_file) points; the agent
+        reads it from there. Never on a command line, never returned.
     type: str
+  join_token_file:
+    description:
+      - Where I(join_token) goes, the host facts' C(join.token_file)
+        (an absolute path, taken below I(root)).
+    type: path
   safe:
     description:
       - Safe apply (C(apply --confirm)) - roll back to the recorded pre-apply
@@ -158,10 +170,11 @@ EXAMPLES = r"""
   underlay.fabric.converge:
     profile: https://config.example.net/profiles/l3-ecmp-calico.toml
     profile_sha256: 3f2a...e9
-    host: /etc/underlay/host.toml
+    host: /etc/underlay/host.toml        # [join] token_file = "/etc/underlay/join-token"
     wait: true
     join: true
     join_token: "{{ vault_kubeadm_token }}"
+    join_token_file: /etc/underlay/join-token
 
 - name: In a lab namespace with a scratch root (tests)
   underlay.fabric.converge:
@@ -251,6 +264,8 @@ cmd:
 """
 
 import json
+import os
+import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -283,13 +298,49 @@ def build_command(binary, params, check_mode):
         cmd += ["--confirm", str(params["confirm_timeout"])]
         if params.get("probe"):
             cmd += ["--probe", params["probe"]]
+        if params["join"]:
+            # --join requires --wait; --confirm already waits (its own timeout).
+            cmd.append("--wait")
     elif params["wait"] or params["join"]:
         cmd.append("--wait")
         if params.get("wait_timeout") is not None:
             cmd += ["--wait-timeout", str(params["wait_timeout"])]
     if params["join"]:
         cmd.append("--join")
+        if params.get("kubeadm"):
+            cmd += ["--kubeadm", params["kubeadm"]]
     return cmd
+
+
+def place_token(module, params):
+    """Writes join_token to root + join_token_file (0600, atomically) when it
+    differs; returns whether it changed (or would, in check mode)."""
+    root = params["root"] or "/"
+    path = os.path.join(root, params["join_token_file"].lstrip("/"))
+    want = params["join_token"].strip() + "\n"
+    try:
+        with open(path) as f:
+            if f.read() == want:
+                return False
+    except (IOError, OSError):
+        pass
+    if module.check_mode:
+        return True
+    directory = os.path.dirname(path)
+    try:
+        if not os.path.isdir(directory):
+            os.makedirs(directory, 0o700)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".underlay-token-")
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, want.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except (IOError, OSError) as e:
+        module.fail_json(msg="cannot write join_token_file %s: %s" % (path, e), changed=False)
+    return True
 
 
 def ansible_diff(resources):
@@ -337,7 +388,9 @@ def main():
             wait=dict(type="bool", default=False),
             wait_timeout=dict(type="int"),
             join=dict(type="bool", default=False),
+            kubeadm=dict(type="path"),
             join_token=dict(type="str", no_log=True),
+            join_token_file=dict(type="path"),
             safe=dict(type="bool", default=False),
             confirm_timeout=dict(type="int", default=60),
             probe=dict(type="str"),
@@ -345,6 +398,7 @@ def main():
             root=dict(type="path", default="/"),
             binary=dict(type="path"),
         ),
+        required_together=[("join_token", "join_token_file")],
         supports_check_mode=True,
     )
     p = module.params
@@ -356,12 +410,10 @@ def main():
         "underlay", required=True, opt_dirs=["/usr/sbin", "/usr/local/sbin"]
     )
     cmd = build_command(binary, p, module.check_mode)
-    env = {}
-    if p["join_token"]:
-        env["UNDERLAY_JOIN_TOKEN"] = p["join_token"]
+    token_changed = bool(p["join_token"]) and place_token(module, p)
 
     started = time.monotonic()
-    rc, stdout, stderr = module.run_command(cmd, environ_update=env)
+    rc, stdout, stderr = module.run_command(cmd)
     module_ms = round((time.monotonic() - started) * 1000.0, 3)
 
     try:
@@ -383,7 +435,7 @@ def main():
 
     resources = doc.get("resources") or []
     result = dict(
-        changed=bool(doc.get("changed")),
+        changed=bool(doc.get("changed")) or token_changed,
         converged=doc.get("converged"),
         # A safe apply's rollback, or the undo of a change the host refused
         # part-way (the document lists each op undone in rolled_back).
@@ -408,7 +460,7 @@ def main():
 
     if module.check_mode and rc in (EXIT_OK, EXIT_PENDING) and not doc.get("failed"):
         # Plan: changed means "apply would change something".
-        result["changed"] = rc == EXIT_PENDING
+        result["changed"] = rc == EXIT_PENDING or token_changed
         result["msg"] = doc.get("msg") or ""
         module.exit_json(**result)
     if rc == EXIT_OK and not doc.get("failed"):
