@@ -373,6 +373,27 @@ fn fleet_playbook_and_safe_apply() {
         converged,
         "the crash left nothing to roll back"
     );
+    // plan says a checkpoint is pending (and changes nothing).
+    let out = Command::new(agent_bin())
+        .arg("plan")
+        .arg("--json")
+        .arg("--profile")
+        .arg(profile())
+        .arg("--host")
+        .arg(fleet.host_dir(h).join("host.toml"))
+        .args(["--netns", &fleet.netns(h), "--root"])
+        .arg(fleet.host_dir(h).join("root"))
+        .output()
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("plan JSON");
+    assert!(
+        doc["msg"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("pid {pid}) left a checkpoint")),
+        "{doc}"
+    );
+    assert!(checkpoint.exists(), "plan must not touch the checkpoint");
     let out = fleet
         .underlay(h, "host.toml", &["--json"])
         .output()

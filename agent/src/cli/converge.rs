@@ -143,6 +143,23 @@ pub fn run(
     let watch = (mode == Mode::Status)
         .then(|| read_watch_status(c))
         .flatten();
+    // A dead safe apply's checkpoint: plan and verify see the host it left,
+    // which the next apply rolls back first. Say so.
+    let pending = if mode == Mode::Apply {
+        None
+    } else {
+        match confirm::load(&mut sys).ok().flatten() {
+            Some(cp) if sys.underlay_running(cp.pid) => Some(format!(
+                "a safe apply (pid {}) is in its {} s confirm window",
+                cp.pid, cp.confirm_secs
+            )),
+            Some(cp) => Some(format!(
+                "a safe apply (pid {}) left a checkpoint: the next apply rolls its change back first",
+                cp.pid
+            )),
+            None => None,
+        }
+    };
     let ctx = Context {
         command: verb,
         host: &desired.hostname,
@@ -157,6 +174,9 @@ pub fn run(
         }
         doc.durations_ms.total = ms(started);
         doc.msg.push_str(&sources.msg_suffix());
+        if let Some(p) = &pending {
+            doc.msg.push_str(&format!("; note: {p}"));
+        }
         doc.sources = sources.docs();
         doc.watch = watch;
         println!("{}", serde_json::to_string(&doc).unwrap_or_default());
@@ -167,6 +187,9 @@ pub fn run(
         print!("{}", report::human(&report, &ctx, c.verbose > 0));
         for note in sources.cache_notes() {
             println!("note: {note}");
+        }
+        if let Some(p) = &pending {
+            println!("note: {p}");
         }
         if let Some(g) = &outcome {
             print!("{}", report::gates_human(g));
