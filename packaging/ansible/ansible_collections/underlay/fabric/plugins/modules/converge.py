@@ -279,7 +279,7 @@ EXIT_ROLLED_BACK = 4
 
 
 def build_command(binary, params, check_mode):
-    """The agent's argv. Never holds a secret (the join token goes in env)."""
+    """The agent's argv. Never holds a secret (the join token goes in its file)."""
     cmd = [binary, "plan" if check_mode else "apply", "--json"]
     for opt, flag in (
         ("profile", "--profile"),
