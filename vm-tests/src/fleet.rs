@@ -103,6 +103,15 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<()> {
                 lab.dir.display()
             );
         }
+    } else if cmd::netns_exists(&lab.mgmt_netns()) || cmd::netns_exists(&lab.tor_netns(Tor::A)) {
+        // Another lab (another --dir) owns namespaces with this prefix: its
+        // sshds and keys would clash with ours.
+        bail!(
+            "namespaces with prefix {:?} exist but {} holds no lab: another lab uses this prefix; \
+             pick another --prefix or take that lab down first",
+            lab.prefix,
+            lab.dir.display()
+        );
     }
     for tool in ["/usr/sbin/sshd", "ssh", "ssh-keygen", "python3"] {
         if !cmd::succeeds("sh", &["-c", &format!("command -v {tool}")]) {

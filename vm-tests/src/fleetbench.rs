@@ -76,7 +76,12 @@ fn check(r: &fleet::FleetRun, n: u8, changed: bool, what: &str) -> Result<()> {
 }
 
 fn one(dir: &Path, prefix: &str, n: u8, args: &Args) -> Result<Record> {
-    let lab = Lab::new(&dir.join(format!("fleet-bench-{n}")), prefix, n)?;
+    // Its own namespaces, beside any lab that is up with `prefix`.
+    let lab = Lab::new(
+        &dir.join(format!("fleet-bench-{n}")),
+        &format!("{prefix}fb{n}-"),
+        n,
+    )?;
     let profile = crate::agent::default_profile();
     let up = |lab: &Lab| -> Result<f64> {
         let t = Instant::now();

@@ -172,7 +172,7 @@ enum FleetCmd {
     },
     /// Playbook wall time for 4, 16 and 32 hosts (first and no-op run) against
     /// a plain shell loop of `underlay apply` over the same SSH. Builds and
-    /// removes its own fleets (in --dir, with --prefix).
+    /// removes its own fleets (below --dir, namespaces --prefix + `fb<N>-`).
     Bench(fleetbench::Args),
     /// Remove the fleet and the lab (same as `underlay-lab down`).
     Down,
