@@ -16,10 +16,14 @@ need=()
 for pair in bird2:bird iproute2:ip nftables:nft iptables:iptables conntrack:conntrack \
             socat:socat tcpdump:tcpdump procps:sysctl openssl:openssl ipset:ipset \
             systemd:systemd-analyze mmdebstrap:mmdebstrap e2fsprogs:mke2fs \
-            dosfstools:mkfs.vfat mtools:mcopy qemu-utils:qemu-img; do
+            dosfstools:mkfs.vfat mtools:mcopy qemu-utils:qemu-img \
+            openssh-server:sshd openssh-client:ssh python3:python3; do
     cmd=${pair#*:}
     command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("${pair%%:*}")
 done
+# The Ansible tests make a venv (ansible-core from PyPI): Debian splits
+# ensurepip out of python3.
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
     echo "setup: installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -63,3 +67,6 @@ if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
 fi
 # Debian may start bird.service on install; it is the machine's own and left
 # alone: the tests run their own BIRDs in namespaces, on their own sockets.
+# Debian may start bird.service (and ssh.service) on install; it is the machine's own and left
+# alone: the tests run their own BIRDs in namespaces, on their own sockets,
+# and the fleet lab its own sshd per namespace (own config, keys, port).

@@ -95,6 +95,11 @@ pub enum EngineError {
     Refused(String),
     #[error("refused before any change:\n  {}", .0.join("\n  "))]
     Preflight(Vec<String>, crate::error::ErrorKind),
+    /// Another run holds what this one needs (a safe apply in its window).
+    #[error("{0}")]
+    Busy(String),
+    #[error("safe-apply checkpoint (checkpoint.json beside the state file): {0}")]
+    Checkpoint(String),
 }
 
 impl EngineError {
@@ -105,6 +110,8 @@ impl EngineError {
             EngineError::Resolve(_) | EngineError::Refused(_) => crate::error::ErrorKind::Input,
             EngineError::Preflight(_, kind) => *kind,
             EngineError::System(e) => e.kind(),
+            EngineError::Busy(_) => crate::error::ErrorKind::Transient,
+            EngineError::Checkpoint(_) => crate::error::ErrorKind::System,
         }
     }
 }
@@ -241,6 +248,24 @@ pub fn run_with(
     mode: Mode,
     opts: &RunOptions,
 ) -> Result<Report, EngineError> {
+    run_hooked(sys, d, mode, opts, None)
+}
+
+/// Called once preflight passed and before the first change, with the plan
+/// and the observation it came from (the safe apply writes its checkpoint
+/// here). Not called when there is nothing to change; an error stops the
+/// run with nothing changed.
+pub type BeforeApply<'a> =
+    &'a mut dyn FnMut(&mut dyn System, &Target, &Plan, &Observed) -> Result<(), EngineError>;
+
+/// [`run_with`], with a hook before the first change (apply only).
+pub fn run_hooked(
+    sys: &mut dyn System,
+    d: &Desired,
+    mode: Mode,
+    opts: &RunOptions,
+    before_apply: Option<BeforeApply>,
+) -> Result<Report, EngineError> {
     if mode == Mode::Apply {
         // Held until `sys` is dropped: through verify and the gates.
         sys.lock(opts.lock_timeout)?;
@@ -301,6 +326,11 @@ pub fn run_with(
     }
     if !problems.is_empty() {
         return Err(EngineError::Preflight(problems, kind));
+    }
+    if let Some(hook) = before_apply {
+        if !report.plan.is_converged() {
+            hook(sys, &target, &report.plan, &observed)?;
+        }
     }
     // Write-ahead: what we are about to create is on disk before it exists.
     let intents = intents_of(report.plan.ops());

@@ -5,7 +5,7 @@
 //! Evaluation is pure (`evaluate`); `wait` polls the system until all pass or
 //! the timeout expires, reporting progress.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,9 @@ pub struct Spec {
     /// BFD enabled in the profile: the `bfd-up` gate applies.
     pub bfd: bool,
     pub timeout: Duration,
+    /// A TCP connection the safe apply must make through the fabric
+    /// (`apply --confirm SECS --probe ADDR:PORT`).
+    pub probe: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -55,6 +58,8 @@ pub struct Readings {
     pub bfd: Result<Vec<BfdSession>, String>,
     /// The control socket as a person finds it (below --root), for evidence.
     pub socket_path: Option<PathBuf>,
+    /// The probe's outcome, when the spec has one (`Err`: why it failed).
+    pub probe: Option<Result<(), String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -69,6 +74,32 @@ pub const BGP_ESTABLISHED: &str = "bgp-established";
 pub const BFD_UP: &str = "bfd-up";
 pub const ECMP_PATHS: &str = "ecmp-paths";
 pub const SERVICE_EXPORTED: &str = "service-exported";
+pub const PROBE: &str = "probe";
+
+/// How long one probe connection may take: a poll every 100 ms must not
+/// stall on a black-holed address.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
+
+fn probe_gate(spec: &Spec, r: &Readings) -> Option<Gate> {
+    let addr = spec.probe?;
+    Some(match &r.probe {
+        Some(Ok(())) => Gate {
+            name: PROBE,
+            passed: true,
+            evidence: format!("TCP {addr} connected"),
+        },
+        Some(Err(e)) => Gate {
+            name: PROBE,
+            passed: false,
+            evidence: e.clone(),
+        },
+        None => Gate {
+            name: PROBE,
+            passed: false,
+            evidence: format!("TCP {addr} not tried"),
+        },
+    })
+}
 
 pub fn evaluate(spec: &Spec, r: &Readings) -> Vec<Gate> {
     let mut gates = Vec::new();
@@ -96,6 +127,7 @@ pub fn evaluate(spec: &Spec, r: &Readings) -> Vec<Gate> {
     });
 
     if spec.socket.is_none() {
+        gates.extend(probe_gate(spec, r));
         return gates;
     }
     let (bgp_ok, bgp_evidence) = match &r.protocols {
@@ -219,6 +251,7 @@ pub fn evaluate(spec: &Spec, r: &Readings) -> Vec<Gate> {
         passed: ok,
         evidence: ev.join(", "),
     });
+    gates.extend(probe_gate(spec, r));
     gates
 }
 
@@ -297,6 +330,7 @@ pub fn family_of_protocol(name: &str) -> Family {
 
 pub fn read(sys: &mut dyn System, spec: &Spec) -> Result<Readings, SystemError> {
     let links = sys.links()?;
+    let probe = spec.probe.map(|a| sys.tcp_probe(a, PROBE_TIMEOUT));
     let Some(socket) = &spec.socket else {
         return Ok(Readings {
             links,
@@ -305,6 +339,7 @@ pub fn read(sys: &mut dyn System, spec: &Spec) -> Result<Readings, SystemError> 
             exported: Vec::new(),
             bfd: Ok(Vec::new()),
             socket_path: None,
+            probe,
         });
     };
     let nexthops = sys.default_nexthops(spec.host_table, Family::Ipv4)?;
@@ -329,6 +364,7 @@ pub fn read(sys: &mut dyn System, spec: &Spec) -> Result<Readings, SystemError> 
         exported,
         bfd,
         socket_path: Some(sys.real_path(socket)),
+        probe,
     })
 }
 
@@ -375,6 +411,7 @@ pub fn spec(
         bfd: t.bird.is_some() && bgp.is_some_and(|b| b.bfd.is_some()),
         timeout: timeout
             .unwrap_or_else(|| Duration::from_secs(u64::from(bgp.map_or(60, |b| b.timeout_s)))),
+        probe: None,
     }
 }
 
@@ -481,6 +518,7 @@ mod tests {
             socket: Some("/run/bird/bird.ctl".into()),
             bfd: true,
             timeout: Duration::from_secs(1),
+            probe: None,
         }
     }
 
@@ -539,6 +577,7 @@ mod tests {
                 bfd("172.30.1.0", "eth1", "Up"),
             ]),
             socket_path: Some("/tmp/root/run/bird/bird.ctl".into()),
+            probe: None,
         }
     }
 
@@ -688,6 +727,19 @@ mod tests {
         let s = session_states(&spec(), &r);
         assert_eq!(s[0].bgp, "unknown");
         assert_eq!(s[0].bfd.as_deref(), Some("unknown"));
+    }
+
+    #[test]
+    fn a_probe_is_one_more_gate_with_its_error_as_evidence() {
+        let mut s = spec();
+        s.probe = Some("10.96.0.1:443".parse().unwrap());
+        let mut r = healthy();
+        r.probe = Some(Err("connect 10.96.0.1:443: connection timed out".into()));
+        let g = evaluate(&s, &r);
+        assert_eq!(failed(&g), [PROBE]);
+        assert!(gate(&g, PROBE).evidence.contains("timed out"));
+        r.probe = Some(Ok(()));
+        assert!(failed(&evaluate(&s, &r)).is_empty());
     }
 
     #[test]

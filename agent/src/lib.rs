@@ -5,6 +5,7 @@
 //! effects live behind [`system::System`].
 
 pub mod bgp;
+pub mod confirm;
 pub mod desired;
 pub mod doctor;
 pub mod engine;

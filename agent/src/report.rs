@@ -202,11 +202,15 @@ pub struct Document {
     pub durations_ms: DurationsDoc,
     /// Whether the kernel reports address protocols (IFA_PROTO).
     pub address_protocol_supported: Option<bool>,
-    /// After a part-way failure, what was undone (one line per op, `NOT
-    /// undone ...` for one that could not be).
+    /// After a part-way failure or a safe apply's rollback, what was undone
+    /// (one line per op, `NOT undone ...` for one that could not be).
     pub rolled_back: Vec<String>,
     /// This run settled what a killed earlier run had left half-recorded.
     pub recovered: bool,
+    /// A safe apply's rollback, and why: this run's own (exit 4), or the
+    /// checkpoint of a safe apply that died in its window (`checkpoint`
+    /// names it; the run then converged as asked).
+    pub rollback: Option<crate::confirm::RollbackDoc>,
     /// Where the profile and the host facts came from (origin, sha256,
     /// whether the cache stood in for the server); empty when the run
     /// failed before reading them.
@@ -309,7 +313,7 @@ impl Document {
             netns: ctx.netns.map(str::to_string),
             changed: r.changed(),
             // Pending changes (plan exit 2) are not a failure.
-            failed: exit_code == 1 || exit_code == 3,
+            failed: matches!(exit_code, 1 | 3 | 4),
             msg,
             exit_code,
             converged: Some(r.converged()),
@@ -333,11 +337,38 @@ impl Document {
             address_protocol_supported: Some(r.addr_proto_supported),
             rolled_back: r.rolled_back.clone(),
             recovered: r.recovered,
+            rollback: None,
             sources: Vec::new(),
             join: None,
             watch: None,
             bird_command: None,
         }
+    }
+
+    /// Adds what a rollback did: `recovered` (a dead run's checkpoint, rolled
+    /// back before this run converged) or `own` (this safe apply's, exit 4).
+    pub fn with_rollback(
+        mut self,
+        recovered: Option<crate::confirm::RollbackDoc>,
+        own: Option<crate::confirm::RollbackDoc>,
+    ) -> Self {
+        match (&own, &recovered) {
+            (Some(rb), _) => self.msg = format!("rolled back: {}", rb.reason),
+            (None, Some(rb)) => {
+                let pid = rb.checkpoint.as_ref().map_or(0, |c| c.pid);
+                self.msg = format!(
+                    "{} (after rolling back the checkpoint pid {pid} left)",
+                    self.msg
+                );
+            }
+            (None, None) => {}
+        }
+        for r in recovered.iter().chain(own.iter()) {
+            self.changed |= r.ops > 0;
+            self.rolled_back.extend(r.lines.iter().cloned());
+        }
+        self.rollback = own.or(recovered);
+        self
     }
 
     /// A run that failed before it had a report: bad input, a namespace
@@ -377,6 +408,7 @@ impl Document {
             address_protocol_supported: None,
             rolled_back: Vec::new(),
             recovered: false,
+            rollback: None,
             sources: Vec::new(),
             join: None,
             watch: None,
@@ -414,12 +446,33 @@ impl Document {
             address_protocol_supported: None,
             rolled_back: Vec::new(),
             recovered: false,
+            rollback: None,
             sources,
             join: None,
             watch: None,
             bird_command: None,
         }
     }
+}
+
+pub fn rollback_human(rb: &crate::confirm::RollbackDoc) -> String {
+    let mut out = String::new();
+    let head = if rb.checkpoint.is_some() {
+        "ROLLED BACK first"
+    } else {
+        "ROLLED BACK"
+    };
+    let _ = writeln!(out, "{head} in {:.1} ms: {}", rb.elapsed_ms, rb.reason);
+    for l in &rb.lines {
+        let _ = writeln!(out, "  {l}");
+    }
+    if !rb.complete {
+        let _ = writeln!(
+            out,
+            "the checkpoint is kept: the next apply tries the rollback again"
+        );
+    }
+    out
 }
 
 /// The ToR sessions and the gates. `waited`: the gates were waited for

@@ -269,9 +269,13 @@ pub fn down(lab: &Lab) -> Result<Vec<String>> {
             report.push(format!("stopped {}", b.label));
         }
     }
+    report.extend(crate::fleet::stop_sshds(lab));
     // Anything else still running in a lab namespace (a probe of an
-    // interrupted test) was started by the lab: stop it by pid.
-    for ns in lab.all_netns() {
+    // interrupted test, a fleet's ansible-playbook) was started by the lab:
+    // stop it by pid.
+    let mut namespaces = lab.all_netns();
+    namespaces.push(lab.mgmt_netns());
+    for ns in namespaces {
         if !cmd::netns_exists(&ns) {
             continue;
         }

@@ -41,6 +41,8 @@ mod bench;
 mod bgpfail;
 mod bird;
 mod cmd;
+mod fleet;
+mod fleetbench;
 mod join;
 mod lifecycle;
 mod outcome;
@@ -131,12 +133,63 @@ enum Cmd {
         #[command(subcommand)]
         cmd: vm::VmCmd,
     },
+    /// The hosts as an Ansible fleet: sshd in every host namespace, the
+    /// underlay.fabric.converge module run by ansible-playbook over SSH.
+    Fleet {
+        #[command(subcommand)]
+        cmd: FleetCmd,
+    },
     /// Traffic probes, run by the lab inside namespaces.
     #[command(hide = true)]
     Probe {
         #[command(subcommand)]
         probe: ProbeCmd,
     },
+}
+
+#[derive(Subcommand)]
+enum FleetCmd {
+    /// Build the fabric and a management network with an sshd per host; the
+    /// hosts stay unconverged (the playbook converges them).
+    Up {
+        /// Number of hosts (1-100).
+        #[arg(long, default_value_t = 4)]
+        hosts: u8,
+        /// Role profile the playbook gives the module.
+        #[arg(long)]
+        profile: Option<PathBuf>,
+    },
+    /// Run the playbook over SSH from the management namespace; print each
+    /// host's result. Exit status: ansible-playbook's.
+    Run {
+        #[arg(long, default_value_t = 16)]
+        forks: u32,
+        /// Ansible check mode (underlay plan).
+        #[arg(long)]
+        check: bool,
+        /// Ansible diff mode (before/after per changed resource).
+        #[arg(long)]
+        diff: bool,
+        /// Safe apply: roll back a host whose gates do not pass in SECS.
+        #[arg(long, value_name = "SECS")]
+        safe: Option<u64>,
+        /// Give these hosts broken host facts (a wrong peer ASN: valid input
+        /// that takes the host off the fabric), e.g. `--broken h2`.
+        #[arg(long, value_delimiter = ',')]
+        broken: Vec<String>,
+        /// Print the per-host results as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Also print ansible-playbook's own output.
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// Playbook wall time for 4, 16 and 32 hosts (first and no-op run) against
+    /// a plain shell loop of `underlay apply` over the same SSH. Builds and
+    /// removes its own fleets (below --dir, namespaces --prefix + `fb<N>-`).
+    Bench(fleetbench::Args),
+    /// Remove the fleet and the lab (same as `underlay-lab down`).
+    Down,
 }
 
 #[derive(Subcommand)]
@@ -260,7 +313,68 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Bench(args) => bench::main(args),
         Cmd::Vm { cmd } => vm::main(cmd),
+        Cmd::Fleet { cmd } => run_fleet(&cli.dir, &cli.prefix, cmd),
         Cmd::Probe { probe } => run_probe(probe),
+    }
+}
+
+fn run_fleet(dir: &std::path::Path, prefix: &str, cmd: FleetCmd) -> Result<ExitCode> {
+    match cmd {
+        FleetCmd::Up { hosts, profile } => {
+            let lab = Lab::new(dir, prefix, hosts)?;
+            let opts = fleet::UpOptions {
+                profile: profile.unwrap_or_else(agent::default_profile),
+            };
+            fleet::up(&lab, &opts)?;
+            println!(
+                "fleet of {hosts} hosts is up: inventory and ssh_config in {}; sshd on 192.168.200.1-{hosts}, controller namespace {}",
+                fleet::fleet_dir(&lab).display(),
+                lab.mgmt_netns()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        FleetCmd::Run {
+            forks,
+            check,
+            diff,
+            safe,
+            broken,
+            json,
+            verbose,
+        } => {
+            let lab = Lab::load(dir)?;
+            let opts = fleet::RunOptions {
+                forks,
+                check,
+                diff,
+                safe,
+                broken,
+                limit: None,
+            };
+            let r = fleet::run(&lab, &opts)?;
+            if verbose {
+                print!("{}", r.output);
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", fleet::render_run(&r));
+            }
+            Ok(if r.code == Some(0) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        FleetCmd::Bench(args) => fleetbench::main(dir, prefix, &args),
+        FleetCmd::Down => {
+            let lab = lifecycle::lab_for_down(dir, prefix)?;
+            for line in lifecycle::down(&lab)? {
+                println!("{line}");
+            }
+            println!("fleet {} ({}*) is down", lab.dir.display(), lab.prefix);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

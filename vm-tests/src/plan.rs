@@ -178,6 +178,11 @@ impl Lab {
     pub fn client_netns(&self) -> String {
         format!("{}client", self.prefix)
     }
+    /// The fleet's management namespace (`underlay-lab fleet`): sshd on
+    /// every host is reached from here, and ansible-playbook runs here.
+    pub fn mgmt_netns(&self) -> String {
+        format!("{}mgmt", self.prefix)
+    }
     pub fn tor_dir(&self, tor: Tor) -> PathBuf {
         self.dir.join(tor.name())
     }

@@ -257,7 +257,10 @@ fn ensure_pod(h: &Host) -> Result<()> {
 pub fn delete_netns(lab: &Lab) -> Result<Vec<String>> {
     let mut deleted = vec![];
     let mut errors = vec![];
-    for ns in lab.all_netns().into_iter().rev() {
+    let mut namespaces = lab.all_netns();
+    // The fleet's management namespace, when `fleet up` made one.
+    namespaces.push(lab.mgmt_netns());
+    for ns in namespaces.into_iter().rev() {
         if !cmd::netns_exists(&ns) {
             continue;
         }

@@ -1,21 +1,25 @@
 //! `plan`, `apply`, `verify` and `status`: the pipeline, then the readiness
-//! gates when asked (`--wait`) or as they stand (`status`).
+//! gates when asked (`--wait`) or as they stand (`status`); `apply
+//! --confirm` keeps its change only when the gates pass in time, and every
+//! `apply` first rolls back a checkpoint a dead safe apply left.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use underlay::confirm::{self, Checkpoint, RollbackDoc, EXIT_ROLLED_BACK};
 use underlay::desired::Desired;
 use underlay::engine::{self, Mode};
 use underlay::gates;
-use underlay::plan::Target;
+use underlay::observed::Observed;
+use underlay::plan::{Plan, Target};
 use underlay::report::{self, Context, Document};
 use underlay::system::events::{Events, Interest, Wake};
 use underlay::system::linux::watch::{KernelEvents, Options};
 use underlay::system::{files, process, System, SystemError};
 
 use super::join::JoinFlags;
-use super::{init_logs, output, Common, Failed, WithWait};
+use super::{init_logs, output, Common, Failed, Safe, WithWait};
 
 pub fn run(
     mode: Mode,
@@ -23,13 +27,16 @@ pub fn run(
     c: &Common,
     wait: Option<&WithWait>,
     join: Option<&JoinFlags>,
+    safe: Option<&Safe>,
 ) -> Result<ExitCode, Failed> {
     init_logs(c);
     output::start_clock();
     let started = Instant::now();
+    let confirm_secs = safe.and_then(|s| s.confirm).filter(|_| mode == Mode::Apply);
     // Validate everything before the first syscall that could change anything.
     let (desired, mut sources) = c.load(verb)?;
-    if mode == Mode::Apply {
+    // A safe apply's sources become the last good copy only once confirmed.
+    if mode == Mode::Apply && confirm_secs.is_none() {
         sources.store_cache();
     }
     let mut sys = c.open(verb, &desired)?;
@@ -44,13 +51,66 @@ pub fn run(
         lock_timeout: Duration::from_secs(wait.map_or(60, |w| w.lock_timeout)),
         rollback: !wait.is_some_and(|w| w.no_rollback),
     };
-    let report = engine::run_with(&mut sys, &desired, mode, &opts)
-        .map_err(|e| Failed::engine(c, verb, &e))?;
+    let mut recovered: Option<RollbackDoc> = None;
+    if mode == Mode::Apply {
+        // The run lock first: a safe apply holds it through its confirm
+        // window, so a checkpoint found under the lock was left by a run
+        // that died; it is rolled back before anything else.
+        sys.lock(opts.lock_timeout)
+            .map_err(|e| Failed::system(c, verb, &e))?;
+        recovered = confirm::recover(&mut sys).map_err(|e| Failed::engine(c, verb, &e))?;
+    }
+    let mut checkpoint: Option<Checkpoint> = None;
+    let result = match confirm_secs {
+        Some(secs) => {
+            // Written before the first change: a crash from here on is rolled back.
+            let mut record = |sys: &mut dyn System, t: &Target, p: &Plan, o: &Observed| {
+                let cp = confirm::checkpoint(t, p, o, secs)?;
+                confirm::save(sys, &cp)?;
+                checkpoint = Some(cp);
+                Ok(())
+            };
+            engine::run_hooked(&mut sys, &desired, mode, &opts, Some(&mut record))
+        }
+        None => engine::run_with(&mut sys, &desired, mode, &opts),
+    };
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(cp) = &checkpoint {
+                // What is known to be good beats a half-made change.
+                let _ = confirm::roll_back(&mut sys, cp, format!("the run failed: {e}"));
+            }
+            return Err(Failed::engine(c, verb, &e));
+        }
+    };
     let converge_code = report.exit_code();
     let mut code = converge_code;
     let converge_ms = ms(started);
     let mut outcome = None;
-    if let Some(w) = wait.filter(|w| w.wait && code == 0) {
+    let mut own_rollback: Option<RollbackDoc> = None;
+    if let Some(secs) = confirm_secs {
+        let (o, rb) = confirm_window(
+            &mut sys,
+            &desired,
+            &report,
+            checkpoint.as_ref(),
+            secs,
+            safe.and_then(|s| s.probe),
+            c.json,
+        )
+        .map_err(|e| Failed::engine(c, verb, &e))?;
+        code = match (&rb, &o) {
+            (Some(_), _) => EXIT_ROLLED_BACK,
+            (None, Some(o)) if !o.passed => 3,
+            _ => code,
+        };
+        if code == 0 {
+            sources.store_cache();
+        }
+        outcome = o;
+        own_rollback = rb;
+    } else if let Some(w) = wait.filter(|w| w.wait && code == 0) {
         let o = wait_for_gates(&mut sys, &desired, &report.target, w.wait_timeout, c.json)
             .map_err(|e| Failed::system(c, verb, &e))?;
         if !o.passed {
@@ -63,14 +123,43 @@ pub fn run(
         outcome =
             Some(gates::wait(&mut sys, &spec, |_, _| {}).map_err(|e| Failed::system(c, verb, &e))?);
     }
+    // A rollback that could not put everything back is an error of its own.
+    if own_rollback.as_ref().is_some_and(|r| !r.complete)
+        || recovered.as_ref().is_some_and(|r| !r.complete)
+    {
+        code = 1;
+    }
+    // Never join on a change that was rolled back.
+    let join_code = if own_rollback.is_some() {
+        code
+    } else {
+        converge_code
+    };
     let joined =
-        pre.map(|p| super::join::after(&mut sys, &desired, p, converge_code, outcome.as_ref()));
+        pre.map(|p| super::join::after(&mut sys, &desired, p, join_code, outcome.as_ref()));
     if let Some(r) = &joined {
         code = super::join::exit_code(code, r);
     }
     let watch = (mode == Mode::Status)
         .then(|| read_watch_status(c))
         .flatten();
+    // A dead safe apply's checkpoint: plan and verify see the host it left,
+    // which the next apply rolls back first. Say so.
+    let pending = if mode == Mode::Apply {
+        None
+    } else {
+        match confirm::load(&mut sys).ok().flatten() {
+            Some(cp) if sys.underlay_running(cp.pid) => Some(format!(
+                "a safe apply (pid {}) is in its {} s confirm window",
+                cp.pid, cp.confirm_secs
+            )),
+            Some(cp) => Some(format!(
+                "a safe apply (pid {}) left a checkpoint: the next apply rolls its change back first",
+                cp.pid
+            )),
+            None => None,
+        }
+    };
     let ctx = Context {
         command: verb,
         host: &desired.hostname,
@@ -79,17 +168,24 @@ pub fn run(
     };
     let bird_command = bird_command(c, &desired, &mut sys);
     if c.json {
-        let mut doc = Document::of_report(&report, &ctx, outcome.as_ref(), code);
+        let mut doc = Document::of_report(&report, &ctx, outcome.as_ref(), code)
+            .with_rollback(recovered, own_rollback);
         if let Some(r) = &joined {
             super::join::annotate(&mut doc, r, code);
         }
         doc.durations_ms.total = ms(started);
         doc.msg.push_str(&sources.msg_suffix());
+        if let Some(p) = &pending {
+            doc.msg.push_str(&format!("; note: {p}"));
+        }
         doc.sources = sources.docs();
         doc.watch = watch;
         doc.bird_command = bird_command.map(|b| b.command);
         println!("{}", serde_json::to_string(&doc).unwrap_or_default());
     } else {
+        if let Some(r) = &recovered {
+            print!("{}", report::rollback_human(r));
+        }
         print!("{}", report::human(&report, &ctx, c.verbose > 0));
         for note in sources.cache_notes() {
             println!("note: {note}");
@@ -104,6 +200,9 @@ pub fn run(
                 );
             }
         }
+        if let Some(p) = &pending {
+            println!("note: {p}");
+        }
         if let Some(g) = &outcome {
             let waited = mode != Mode::Status;
             print!("{}", report::gates_human(g, waited));
@@ -113,6 +212,9 @@ pub fn run(
                     report::totals_human(converge_ms, g.elapsed_ms, ms(started))
                 );
             }
+        }
+        if let Some(r) = &own_rollback {
+            print!("{}", report::rollback_human(r));
         }
         if let Some(r) = &joined {
             print!("{}", super::join::human(r));
@@ -125,6 +227,51 @@ pub fn run(
         }
     }
     Ok(ExitCode::from(code as u8))
+}
+
+/// A safe apply's window: the gates (and the probe) within `secs`, then keep
+/// the change (drop the checkpoint) or roll it back. Returns the gates'
+/// outcome (when they ran) and the rollback (when there was one). A run
+/// whose op or verification failed is rolled back without waiting; a run
+/// that changed nothing has nothing to roll back.
+fn confirm_window(
+    sys: &mut dyn System,
+    desired: &Desired,
+    report: &engine::Report,
+    checkpoint: Option<&Checkpoint>,
+    secs: u64,
+    probe: Option<std::net::SocketAddr>,
+    json: bool,
+) -> Result<(Option<gates::Outcome>, Option<RollbackDoc>), engine::EngineError> {
+    if report.exit_code() != 0 {
+        let Some(cp) = checkpoint else {
+            return Ok((None, None));
+        };
+        let reason = match &report.failure {
+            Some(f) => format!("failed at {}: {}", f.resource, f.error),
+            None => "verification failed: resources still differ after apply".to_string(),
+        };
+        return Ok((None, Some(confirm::roll_back(sys, cp, reason)?)));
+    }
+    let o = wait_for_gates_with(sys, desired, &report.target, Some(secs), probe, json)?;
+    let rb = match checkpoint {
+        Some(_) if o.passed => {
+            confirm::confirm(sys)?;
+            None
+        }
+        Some(cp) => {
+            let failing: Vec<String> = o
+                .gates
+                .iter()
+                .filter(|g| !g.passed)
+                .map(|g| format!("{}: {}", g.name, g.evidence))
+                .collect();
+            let reason = format!("not ready within {secs} s: {}", failing.join("; "));
+            Some(confirm::roll_back(sys, cp, reason)?)
+        }
+        None => None,
+    };
+    Ok((Some(o), rb))
 }
 
 /// The watcher's status file, if one ever ran, with `running` filled in.
@@ -203,7 +350,20 @@ pub(super) fn wait_for_gates(
     wait_timeout: Option<u64>,
     json: bool,
 ) -> Result<gates::Outcome, SystemError> {
-    let spec = gates::spec(desired, target, wait_timeout.map(Duration::from_secs));
+    wait_for_gates_with(sys, desired, target, wait_timeout, None, json)
+}
+
+/// [`wait_for_gates`], with a TCP probe as one more gate.
+fn wait_for_gates_with(
+    sys: &mut dyn System,
+    desired: &Desired,
+    target: &Target,
+    wait_timeout: Option<u64>,
+    probe: Option<std::net::SocketAddr>,
+    json: bool,
+) -> Result<gates::Outcome, SystemError> {
+    let mut spec = gates::spec(desired, target, wait_timeout.map(Duration::from_secs));
+    spec.probe = probe;
     let tty = std::io::stderr().is_terminal() && !json;
     let mut last_status = String::new();
     // Link state and host-table routes wake the wait the moment they

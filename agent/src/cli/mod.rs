@@ -43,6 +43,10 @@ Examples:
   # First boot: converge, then hold until BGP is up on both ToRs with two ECMP paths
   underlay apply --wait --profile ... --host ...
 
+  # Safe apply: keep the change only if the gates (and a TCP probe through the fabric)
+  # pass within 60 s; else roll back to the pre-apply state and exit 4
+  underlay apply --confirm 60 --probe 10.96.0.1:443 --profile ... --host ...
+
   # Then keep it converged: repair drift from netlink events (SIGTERM: exit 0)
   underlay watch --profile ... --host ...
 
@@ -117,7 +121,8 @@ pub struct Cli {
 pub enum Command {
     /// Show what apply would change, without changing anything (exit 0: nothing, 2: changes pending)
     Plan(Common),
-    /// Converge the host, then verify (exit 0: converged, 1: error, 3: verification or a gate failed)
+    /// Converge the host, then verify (exit 0: converged, 1: error, 3: verification or a gate
+    /// failed, 4: a safe apply was rolled back)
     Apply(ApplyArgs),
     /// Check the host matches the profile, changing nothing (exit 0: yes, 3: no, or a gate failed)
     Verify(WithWait),
@@ -178,6 +183,25 @@ pub struct ApplyArgs {
     wait: WithWait,
     #[command(flatten)]
     join: join::JoinFlags,
+    #[command(flatten)]
+    safe: Safe,
+}
+
+/// Safe apply: the change is kept only when the host is still on the fabric.
+#[derive(Args, Clone)]
+pub struct Safe {
+    /// Safe apply: record what underlay owns, apply, then wait up to SECS for the readiness
+    /// gates (and --probe); if they do not pass, roll every changed object back to its
+    /// pre-apply value (BIRD reloads its old config) and exit 4. A run that dies within SECS
+    /// leaves a checkpoint beside the state file that the next apply rolls back first.
+    /// Implies --wait
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600),
+          conflicts_with = "wait_timeout")]
+    confirm: Option<u64>,
+    /// With --confirm: also require a TCP connection to ADDR:PORT from this host (through the
+    /// fabric: the API server, a peer's service IP) before the change is kept
+    #[arg(long, value_name = "ADDR:PORT", requires = "confirm")]
+    probe: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args)]
@@ -300,18 +324,24 @@ pub enum LogFormat {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
-        Command::Plan(c) => converge::run(engine::Mode::Plan, "plan", c, None, None),
+        Command::Plan(c) => converge::run(engine::Mode::Plan, "plan", c, None, None, None),
         Command::Apply(a) => converge::run(
             engine::Mode::Apply,
             "apply",
             &a.wait.common,
             Some(&a.wait),
             Some(&a.join),
+            Some(&a.safe),
         ),
-        Command::Verify(w) => {
-            converge::run(engine::Mode::Verify, "verify", &w.common, Some(w), None)
-        }
-        Command::Status(c) => converge::run(engine::Mode::Status, "status", c, None, None),
+        Command::Verify(w) => converge::run(
+            engine::Mode::Verify,
+            "verify",
+            &w.common,
+            Some(w),
+            None,
+            None,
+        ),
+        Command::Status(c) => converge::run(engine::Mode::Status, "status", c, None, None, None),
         Command::Join(a) => join::run(a),
         Command::Render {
             what,

@@ -21,6 +21,7 @@ use serde::Serialize;
 use crate::desired::{RuleSpec, SysctlKey};
 use crate::observed::{Observed, Scope};
 pub use bgp::BIRD_UNIT;
+pub use sysctls::normalize as normalize_sysctl;
 pub use target::{resolve, BgpInputs, BirdTarget, ResolveError, Target, Template};
 
 /// One change to the system. Recorded by the fake system in tests; never raw

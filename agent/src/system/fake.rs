@@ -51,6 +51,11 @@ pub struct FakeSystem {
     /// Our nftables table as nft would list it.
     pub nft: Option<crate::nft::TableContent>,
     pub nft_reads: usize,
+    pub checkpoint: Option<String>,
+    /// Pids `underlay_running` reports alive.
+    pub live_pids: Vec<u32>,
+    /// Whether the TCP probe connects.
+    pub probe_ok: bool,
 }
 
 impl FakeSystem {
@@ -278,6 +283,31 @@ impl System for FakeSystem {
     fn save_state(&mut self, state: &State) -> Result<(), SystemError> {
         self.state = Some(state.clone());
         Ok(())
+    }
+
+    fn load_checkpoint(&mut self) -> Result<Option<String>, SystemError> {
+        Ok(self.checkpoint.clone())
+    }
+
+    fn save_checkpoint(&mut self, text: Option<&str>) -> Result<(), SystemError> {
+        self.checkpoint = text.map(str::to_string);
+        Ok(())
+    }
+
+    fn underlay_running(&mut self, pid: u32) -> bool {
+        self.live_pids.contains(&pid)
+    }
+
+    fn tcp_probe(
+        &mut self,
+        addr: std::net::SocketAddr,
+        _timeout: std::time::Duration,
+    ) -> Result<(), String> {
+        if self.probe_ok {
+            Ok(())
+        } else {
+            Err(format!("connect {addr}: connection timed out"))
+        }
     }
 
     fn default_nexthops(

@@ -163,6 +163,22 @@ pub trait System {
         Ok(())
     }
 
+    // The safe apply's checkpoint (next to the state file, mode 0600: it may
+    // hold the pre-apply BIRD config and so BGP passwords).
+
+    /// The checkpoint's text, `None` when there is none.
+    fn load_checkpoint(&mut self) -> Result<Option<String>, SystemError>;
+    /// Writes (durably) or, with `None`, removes the checkpoint.
+    fn save_checkpoint(&mut self, text: Option<&str>) -> Result<(), SystemError>;
+    /// Whether `pid` is a live underlay process (the owner of a checkpoint).
+    fn underlay_running(&mut self, pid: u32) -> bool;
+    /// A TCP connection to `addr` from this host (the safe apply's probe).
+    fn tcp_probe(
+        &mut self,
+        addr: std::net::SocketAddr,
+        timeout: std::time::Duration,
+    ) -> Result<(), String>;
+
     // Reads for readiness gates and diagnostics.
 
     /// Next hops of the default route in `table`.

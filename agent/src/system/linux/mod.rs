@@ -31,6 +31,8 @@ use crate::plan::Op;
 use crate::state::State;
 
 pub const DEFAULT_STATE_PATH: &str = "/var/lib/underlay/state.json";
+/// The safe apply's checkpoint, in the state file's directory.
+pub const CHECKPOINT_FILE: &str = "checkpoint.json";
 
 pub struct LinuxSystem {
     rt: Runtime,
@@ -85,6 +87,11 @@ impl LinuxSystem {
 
     fn state_file(&self) -> PathBuf {
         files::under_root(&self.root, &self.state_path)
+    }
+
+    /// `checkpoint.json` beside the state file.
+    fn checkpoint_file(&self) -> PathBuf {
+        self.state_file().with_file_name(CHECKPOINT_FILE)
     }
 }
 
@@ -301,6 +308,51 @@ impl System for LinuxSystem {
 
     fn in_netns(&self) -> bool {
         self.in_netns
+    }
+
+    fn load_checkpoint(&mut self) -> Result<Option<String>, SystemError> {
+        files::read(&self.checkpoint_file())
+    }
+
+    fn save_checkpoint(&mut self, text: Option<&str>) -> Result<(), SystemError> {
+        let path = self.checkpoint_file();
+        match text {
+            Some(t) => files::write_atomic(
+                &path,
+                t.as_bytes(),
+                &WriteSpec::new(0o600, Durability::Durable),
+            ),
+            None => {
+                files::remove(&path)?;
+                // The removal must survive a power cut too, or the next boot
+                // rolls back a change that was confirmed.
+                if let Some(dir) = path.parent() {
+                    if let Ok(d) = std::fs::File::open(dir) {
+                        let _ = d.sync_all();
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn underlay_running(&mut self, pid: u32) -> bool {
+        // A recycled pid is not ours: its executable must be underlay.
+        std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| {
+            exe.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("underlay"))
+        })
+    }
+
+    fn tcp_probe(
+        &mut self,
+        addr: std::net::SocketAddr,
+        timeout: std::time::Duration,
+    ) -> Result<(), String> {
+        // This thread is in --netns: the connection leaves through its fabric.
+        std::net::TcpStream::connect_timeout(&addr, timeout)
+            .map(drop)
+            .map_err(|e| format!("connect {addr}: {e}"))
     }
 
     fn save_state(&mut self, state: &State) -> Result<(), SystemError> {
