@@ -21,7 +21,7 @@ use std::net::Ipv4Addr;
 
 pub use apply::{apply, transaction};
 pub use desired::{desired_ruleset, fingerprint};
-pub use exec::{NftCommand, NftError, NftExec};
+pub use exec::{NftError, NftExec};
 pub use observe::{observe, parse_listing, ObservedNat, ObservedRule, TableContent};
 pub use plan::{plan, NftChange};
 pub use restore::restore;

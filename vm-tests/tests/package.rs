@@ -81,10 +81,9 @@ fn the_deb_ships_exactly_what_the_readme_lists() {
         missing.is_empty() && unlisted.is_empty(),
         "README lists but the .deb lacks: {missing:?}\nthe .deb ships but the README does not list: {unlisted:?}"
     );
-    // The watch placeholder waits for its issue; rt_tables.d/rt_protos.d and
-    // sysctl.d are the agent's derived files, never package conffiles.
+    // rt_tables.d/rt_protos.d and sysctl.d are the agent's derived files,
+    // never package conffiles.
     for absent in [
-        "/usr/lib/systemd/system/underlay-watch.service",
         "/etc/iproute2/rt_tables.d/underlay.conf",
         "/etc/iproute2/rt_protos.d/underlay.conf",
         "/etc/sysctl.d/90-underlay.conf",
@@ -148,18 +147,21 @@ fn control_and_scripts_never_start_anything_on_install_or_upgrade() {
             );
         }
     }
-    // The reconcile timer is opt-in: its enable is guarded by was-enabled
-    // (it only re-creates links an admin made), never on a fresh install.
-    let timer_block = postinst
-        .split("# Automatically added by cargo-deb")
-        .filter(|b| b.contains("underlay-reconcile.timer"))
-        .collect::<Vec<_>>()
-        .join("");
-    assert!(
-        timer_block.contains("debian-installed underlay-reconcile.timer")
-            && timer_block.contains("was-enabled underlay-reconcile.timer"),
-        "the timer is not enabled on install:\n{timer_block}"
-    );
+    // The reconcile timer and the watch unit are opt-in: their enable is
+    // guarded by was-enabled (it only re-creates links an admin made), never
+    // on a fresh install.
+    for unit in ["underlay-reconcile.timer", "underlay-watch.service"] {
+        let block = postinst
+            .split("# Automatically added by cargo-deb")
+            .filter(|b| b.contains(unit))
+            .collect::<Vec<_>>()
+            .join("");
+        assert!(
+            block.contains(&format!("debian-installed {unit}"))
+                && block.contains(&format!("was-enabled {unit}")),
+            "{unit} is not enabled on install:\n{block}"
+        );
+    }
     // Units are stopped only when the package is removed, not on upgrade.
     let prerm = read("prerm");
     for l in prerm
@@ -214,6 +216,7 @@ fn packaged_units_verify_clean_without_bird_or_cloud_init() {
             "underlay-gates.service",
             "underlay-reconcile.service",
             "underlay-reconcile.timer",
+            "underlay-watch.service",
         ])
         .output()
         .expect("systemd-analyze (package systemd)");
@@ -244,11 +247,4 @@ fn packaged_units_verify_clean_without_bird_or_cloud_init() {
         String::from_utf8_lossy(&out.stderr)
     );
     let _ = std::fs::remove_dir_all(&root);
-}
-
-#[test]
-fn the_watch_placeholder_exists_for_its_issue() {
-    let unit = repo().join("packaging/systemd/underlay-watch.service");
-    let text = std::fs::read_to_string(&unit).unwrap();
-    assert!(text.contains("NOT shipped"), "{}", unit.display());
 }

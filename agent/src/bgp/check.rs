@@ -1,15 +1,13 @@
-//! Checking a rendered config with BIRD's own parser, and swapping it in atomically.
+//! What BIRD's own parser says about a rendered config, as a located error.
+//! Running `bird -p` is the system layer's (`system::linux::bird`).
 
 use std::fmt;
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::io;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// How long `bird -p` may take; it parses and exits, so this only guards against a hang.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(20);
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// BIRD rejected a config. `line`/`column` point into the rendered text; `excerpt` shows the
 /// rendered lines around it, numbered, so a person reads BIRD's message against what we wrote.
@@ -49,41 +47,6 @@ pub enum CheckError {
     Timeout { bin: PathBuf, timeout: Duration },
     #[error("writing the config to a temporary file {path}: {source}")]
     TempFile { path: PathBuf, source: io::Error },
-}
-
-/// Runs `bird -p -c <tmp>` on `text`, with the temporary copy at `tmp`
-/// (beside the real config, so a password never lands outside the root).
-pub async fn parse_check(bird_bin: &Path, text: &str, tmp: &Path) -> Result<(), CheckError> {
-    let tmp = TempConf::create(tmp, text)?;
-    let mut cmd = tokio::process::Command::new(bird_bin);
-    cmd.arg("-p")
-        .arg("-c")
-        .arg(&tmp.path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let run = |source| CheckError::Run {
-        bin: bird_bin.to_path_buf(),
-        source,
-    };
-    let child = cmd.spawn().map_err(run)?;
-    let out = tokio::time::timeout(CHECK_TIMEOUT, child.wait_with_output())
-        .await
-        .map_err(|_| CheckError::Timeout {
-            bin: bird_bin.to_path_buf(),
-            timeout: CHECK_TIMEOUT,
-        })?
-        .map_err(run)?;
-    if out.status.success() {
-        return Ok(());
-    }
-    let mut msg = String::from_utf8_lossy(&out.stderr).into_owned();
-    msg.push_str(&String::from_utf8_lossy(&out.stdout));
-    if msg.trim().is_empty() {
-        msg = format!("bird -p exited with {} and printed nothing", out.status);
-    }
-    Err(parse_bird_error(&msg, &tmp.path.to_string_lossy(), text).into())
 }
 
 /// Turns BIRD's complaint into a [`BirdCheckError`]. BIRD 2.0.12 prints one line,
@@ -147,42 +110,6 @@ pub fn excerpt(text: &str, line: u32, column: Option<u32>) -> String {
         }
     }
     out
-}
-
-/// A private (0600: it may hold BGP passwords) temporary copy of the config, removed on drop
-/// (and, after a kill, replaced by the next run's copy under the same name).
-struct TempConf {
-    path: PathBuf,
-}
-
-impl TempConf {
-    fn create(path: &Path, text: &str) -> Result<Self, CheckError> {
-        let err = |source| CheckError::TempFile {
-            path: path.to_path_buf(),
-            source,
-        };
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(err)?;
-        }
-        let _ = fs::remove_file(path);
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(err)?;
-        let conf = TempConf {
-            path: path.to_path_buf(),
-        };
-        f.write_all(text.as_bytes()).map_err(err)?;
-        Ok(conf)
-    }
-}
-
-impl Drop for TempConf {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ pub mod names;
 pub mod params;
 pub mod render;
 
-pub use check::{parse_check, BirdCheckError, CheckError};
+pub use check::{BirdCheckError, CheckError};
 pub use control::{
     BfdSession, BgpDetail, BgpState, BirdClient, Capabilities, ConfigureOutcome, ControlError,
     ProtocolStatus, Reply, RestartCapability,

@@ -312,7 +312,7 @@ fn read_firewall(s: &mut Snapshot) {
             Err(e) => s.notes.push(e),
         }
     }
-    match crate::nft::NftCommand::new().run(&["-j", "list", "ruleset"], None) {
+    match crate::system::nft::NftCommand::new().run(&["-j", "list", "ruleset"], None) {
         Ok(text) => match serde_json::from_str(&text) {
             Ok(v) => s.nft_ruleset = Some(v),
             Err(e) => s

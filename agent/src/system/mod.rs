@@ -11,6 +11,7 @@ pub mod https;
 pub mod join;
 pub mod linux;
 pub mod netns;
+pub mod nft;
 pub mod process;
 pub mod sources;
 pub mod sysctl;

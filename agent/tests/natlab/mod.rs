@@ -6,7 +6,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use underlay::nft::{apply, desired_ruleset, observe, plan, NatParams, NftCommand};
+use underlay::nft::{apply, desired_ruleset, observe, plan, NatParams};
+use underlay::system::nft::NftCommand;
 
 /// Fails the test (CI runs as root) with a message that says what to do.
 pub fn require_root() {

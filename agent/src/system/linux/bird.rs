@@ -6,7 +6,13 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::bgp::{parse_check, BfdSession, BgpDetail, BirdClient, CheckError, ConfigureOutcome};
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::process::Stdio;
+
+use crate::bgp::check::{parse_bird_error, CHECK_TIMEOUT};
+use crate::bgp::{BfdSession, BgpDetail, BirdClient, CheckError, ConfigureOutcome};
 use crate::system::{BirdProtocol, SystemError};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -95,4 +101,75 @@ pub async fn bgp_detail(socket: &Path, protocol: &str) -> Result<BgpDetail, Syst
 pub async fn exported(socket: &Path, protocol: &str) -> Result<Vec<IpNet>, SystemError> {
     let mut c = connect(socket).await?;
     c.exported_prefixes(protocol).await.map_err(control(socket))
+}
+
+/// Runs `bird -p -c <tmp>` on `text`, with the temporary copy at `tmp`
+/// (beside the real config, so a password never lands outside the root).
+pub async fn parse_check(bird_bin: &Path, text: &str, tmp: &Path) -> Result<(), CheckError> {
+    let tmp = TempConf::create(tmp, text)?;
+    let mut cmd = tokio::process::Command::new(bird_bin);
+    cmd.arg("-p")
+        .arg("-c")
+        .arg(&tmp.path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let run = |source| CheckError::Run {
+        bin: bird_bin.to_path_buf(),
+        source,
+    };
+    let child = cmd.spawn().map_err(run)?;
+    let out = tokio::time::timeout(CHECK_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| CheckError::Timeout {
+            bin: bird_bin.to_path_buf(),
+            timeout: CHECK_TIMEOUT,
+        })?
+        .map_err(run)?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let mut msg = String::from_utf8_lossy(&out.stderr).into_owned();
+    msg.push_str(&String::from_utf8_lossy(&out.stdout));
+    if msg.trim().is_empty() {
+        msg = format!("bird -p exited with {} and printed nothing", out.status);
+    }
+    Err(parse_bird_error(&msg, &tmp.path.to_string_lossy(), text).into())
+}
+
+/// A private (0600: it may hold BGP passwords) temporary copy of the config, removed on drop
+/// (and, after a kill, replaced by the next run's copy under the same name).
+struct TempConf {
+    path: PathBuf,
+}
+
+impl TempConf {
+    fn create(path: &Path, text: &str) -> Result<Self, CheckError> {
+        let err = |source| CheckError::TempFile {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(err)?;
+        }
+        let _ = fs::remove_file(path);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(err)?;
+        let conf = TempConf {
+            path: path.to_path_buf(),
+        };
+        f.write_all(text.as_bytes()).map_err(err)?;
+        Ok(conf)
+    }
+}
+
+impl Drop for TempConf {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
 }

@@ -179,7 +179,7 @@ impl System for LinuxSystem {
             bird_unit,
             bird_socket: q.bird_socket.clone(),
             nft: if q.nft {
-                Some(crate::nft::observe(&crate::nft::NftCommand::new())?)
+                Some(crate::nft::observe(&crate::system::nft::NftCommand::new())?)
             } else {
                 None
             },
@@ -252,7 +252,7 @@ impl System for LinuxSystem {
                 };
                 files::write_atomic(&real, content.as_bytes(), &spec)
             }
-            Op::Nft { change } => crate::nft::apply(&crate::nft::NftCommand::new(), change)
+            Op::Nft { change } => crate::nft::apply(&crate::system::nft::NftCommand::new(), change)
                 .map(|_| ())
                 .map_err(Into::into),
             Op::StartUnit { unit, wait } => self.rt.block_on(units::start(unit, *wait)),
