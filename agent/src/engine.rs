@@ -334,7 +334,8 @@ pub fn run_hooked(
     }
     // Write-ahead: what we are about to create is on disk before it exists.
     let intents = intents_of(report.plan.ops());
-    if !intents.is_empty() {
+    let wrote_intents = !intents.is_empty();
+    if wrote_intents {
         let mut s = observed.state.clone();
         s.intents = intents;
         sys.save_state(&s)?;
@@ -388,8 +389,7 @@ pub fn run_hooked(
     }
     // The on-disk state may still carry the intents of this run (or of a
     // killed one): always settle it.
-    let on_disk_has_intents = recovered || !intents_of(applied.iter()).is_empty();
-    if new_state != observed.state || on_disk_has_intents {
+    if new_state != observed.state || recovered || wrote_intents {
         sys.save_state(&new_state)?;
     }
     let after = Observed {

@@ -137,7 +137,7 @@ pub fn inverse(op: &Op, before: &Observed) -> Result<Vec<Op>, InverseError> {
                 }
             };
             if before.bird_running {
-                if let Some(socket) = before_socket(before) {
+                if let Some(socket) = before.bird_socket.clone() {
                     ops.push(Op::ReloadBird { socket });
                 }
             }
@@ -170,10 +170,6 @@ pub fn inverse(op: &Op, before: &Observed) -> Result<Vec<Op>, InverseError> {
             }
         }
     })
-}
-
-fn before_socket(before: &Observed) -> Option<std::path::PathBuf> {
-    before.bird_socket.clone()
 }
 
 #[cfg(test)]

@@ -90,16 +90,10 @@ pub(super) fn label(src: &Source, key: &str, v: &Spanned<String>, p: &mut Vec<Pr
     }
 }
 
-/// Uplink names: short, `[A-Za-z0-9_-]`, and (with BGP) distinct BIRD names
-/// that neither BIRD nor the template claims. `tor-a` and `tor_a` are one
-/// BIRD name; `tor-a` with IPv6 also takes `tor_a_v6`.
-pub(super) fn uplinks(
-    src: &Source,
-    host: &HostInput,
-    bgp_table: Option<&str>,
-    p: &mut Vec<Problem>,
-) {
-    let _ = bgp_table;
+/// Uplink names: short and `[A-Za-z0-9_-]`. With BGP, the BIRD names they
+/// map to (`tor-a` and `tor_a` are one; IPv6 adds `tor_a_v6`) are checked
+/// by `profile::bgp` together with the host table's.
+pub(super) fn uplinks(src: &Source, host: &HostInput, p: &mut Vec<Problem>) {
     for (i, u) in host.uplinks.iter().enumerate() {
         let name = u.name.get_ref();
         let key = format!("uplinks[{i}].name");

@@ -43,12 +43,7 @@ pub(super) fn validate(
             names::label(host_src, key, v, &mut p);
         }
     }
-    names::uplinks(
-        host_src,
-        host,
-        role.bgp.as_ref().map(|b| b.host_table.get_ref().as_str()),
-        &mut p,
-    );
+    names::uplinks(host_src, host, &mut p);
     let service_ipv4 = *host.service_ipv4.get_ref();
     if let Some(why) = addresses::service_problem(IpAddr::V4(service_ipv4.addr())) {
         p.push(host_src.problem(
