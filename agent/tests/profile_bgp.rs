@@ -401,7 +401,7 @@ fn calico_session_family() {
         "role.toml",
         "bgp.calico.host_address",
         "host_address",
-        &["needs the host's service_ipv6"],
+        &["without service_ipv6"],
     );
     let host = edit(
         HOST,

@@ -233,7 +233,7 @@ pub(super) fn validate(
                     "bgp.calico.host_address",
                     &span,
                     format!(
-                        "found {host_address}: an IPv6 Calico session needs the host's service_ipv6 (the next hop of the pod routes it learns); add service_ipv6 or use IPv4 addresses"
+                        "found {host_address} without service_ipv6, expected an IPv4 address or a host with service_ipv6: an IPv6 Calico session needs it (the next hop of the pod routes it learns); add service_ipv6 or use IPv4 addresses"
                     ),
                 ));
             }

@@ -389,9 +389,9 @@ pub(super) fn validate(
         p.push(host_src.problem(
             "join.token",
             &t.span(),
-            "a bootstrap token never goes inline in the host facts (readable by anyone who can read them, copied \
-             into backups and logs); put it in a file owned by root with mode 0600 and set \
-             token_file = \"/etc/underlay/secrets/join-token\"",
+            "found an inline token (not shown), expected token_file = \"/etc/underlay/secrets/join-token\": a \
+             bootstrap token never goes inline in the host facts (readable by anyone who can read them, copied \
+             into backups and logs); put it in a file owned by root with mode 0600",
         ));
     }
     let token_file = match &h.token_file {
@@ -462,7 +462,7 @@ pub(super) fn validate(
                 "zone",
                 &host_span,
                 format!(
-                    "missing; the role has a pod pool per zone ({}), and a node without {ZONE_LABEL} gets none: set zone = \"{}\"",
+                    "missing, expected one of the role's pods.zones ({}): a node without {ZONE_LABEL} gets no pod pool; set zone = \"{}\"",
                     known.join(", "),
                     known[0]
                 ),
