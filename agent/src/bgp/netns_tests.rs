@@ -1,7 +1,11 @@
 //! Real BIRD 2 against a real kernel, inside network namespaces these tests create and remove.
 //! Nothing here touches the network of the machine running the tests.
 //!
-//! Topology (per test, names suffixed with pid and test tag):
+//! The namespaces, cables and daemons come from the shared harness
+//! (`testkit/`, a dev-dependency); these tests stay inside the library
+//! because they drive crate-private parts (`parse_check`, the fixtures).
+//!
+//! Topology (per test, names `<role>-<tag>-<pid>-<n>`):
 //! ```text
 //!   ulbt-tora-*  dn-a 10.0.0.0/31 ── up-a 10.0.0.1/31 ┐
 //!                                                    ├ ulbt-host-*  lo 10.9.0.1/32, table 1001
@@ -12,10 +16,10 @@
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
+use underlay_testkit::{require_tools, BirdUser, BIRD};
 
 use crate::bgp::check::CheckError;
 use crate::bgp::control::{BgpState, BirdClient, ConfigureOutcome};
@@ -25,191 +29,80 @@ use crate::bgp::render::{render, uplink_sessions, EMBEDDED_TEMPLATE, TEMPLATE_NA
 use crate::system::files::{self, Durability, WriteSpec};
 use crate::system::linux::bird::parse_check;
 
-const BIRD: &str = "/usr/sbin/bird";
-
 const TOR_FAST_TIMERS: &str =
     "hold time 9; keepalive time 3; connect delay time 1; connect retry time 2;";
 
-fn bird_missing() -> Option<String> {
-    (!Path::new(BIRD).exists()).then(|| format!("{BIRD} not found"))
-}
-
-/// Why the namespace tests cannot run here, if they cannot.
-fn skip_reason() -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let uid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1).map(str::to_string));
-    if uid.as_deref() != Some("0") {
-        return Some("not root (network namespaces need CAP_SYS_ADMIN)".into());
-    }
-    if let Some(r) = bird_missing() {
-        return Some(r);
-    }
-    if Command::new("ip").arg("-V").output().is_err() {
-        return Some("iproute2 `ip` not found".into());
-    }
-    None
-}
-
-/// These tests never pass vacuously: without root or BIRD they fail and say
-/// why (the README's test command runs as root and installs bird2).
-macro_rules! skip_unless_ready {
-    ($test:literal, $reason:expr) => {
-        if let Some(why) = $reason {
-            panic!("{}::{} cannot run: {why}", module_path!(), $test);
-        }
-    };
-}
-
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd} {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Namespaces and daemons of one test; removed on drop, also when the test panics.
 struct Lab {
-    dir: tempfile::TempDir,
+    kit: underlay_testkit::Lab,
     host: String,
     tors: [String; 2],
-    netns: Vec<String>,
-    daemons: Vec<Child>,
     /// BGP timer statements of the ToR sessions.
     tor_timers: &'static str,
 }
 
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for d in &mut self.daemons {
-            let _ = d.kill();
-            let _ = d.wait();
-        }
-        for ns in &self.netns {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
 impl Lab {
+    /// Fails the test (never skips it) unless it runs as root with iproute2 and BIRD.
     fn new(tag: &str) -> Lab {
-        let id = format!("{}-{tag}", std::process::id());
-        let mut lab = Lab {
-            dir: tempfile::tempdir().unwrap(),
-            host: format!("ulbt-host-{id}"),
-            tors: [format!("ulbt-tora-{id}"), format!("ulbt-torb-{id}")],
-            netns: Vec::new(),
-            daemons: Vec::new(),
-            tor_timers: TOR_FAST_TIMERS,
-        };
-        for ns in [lab.host.clone(), lab.tors[0].clone(), lab.tors[1].clone()] {
-            let _ = Command::new("ip").args(["netns", "del", &ns]).output();
-            run("ip", &["netns", "add", &ns]);
-            lab.netns.push(ns.clone());
-            run("ip", &["-n", &ns, "link", "set", "lo", "up"]);
+        let mut kit = underlay_testkit::Lab::new();
+        require_tools(&[BIRD]);
+        let host = kit.netns(&format!("ulbt-host-{tag}"));
+        let tors = [
+            kit.netns(&format!("ulbt-tora-{tag}")),
+            kit.netns(&format!("ulbt-torb-{tag}")),
+        ];
+        for ns in [&host, &tors[0], &tors[1]] {
+            kit.link_up(ns, "lo");
             // No duplicate address detection: addresses are usable at once, no tentative phase.
-            run(
-                "ip",
+            kit.sysctl_set(
+                ns,
                 &[
-                    "netns",
-                    "exec",
-                    &ns,
-                    "sysctl",
-                    "-qw",
                     "net.ipv6.conf.all.accept_dad=0",
                     "net.ipv6.conf.default.accept_dad=0",
                 ],
             );
         }
-        let h = lab.host.clone();
+        let h = &host;
         for (i, t) in ["a", "b"].iter().enumerate() {
             let (up, dn) = (format!("up-{t}"), format!("dn-{t}"));
-            let tor = lab.tors[i].clone();
-            // Created inside the host namespace, peer moved straight into the ToR's.
-            run(
-                "ip",
-                &[
-                    "-n", &h, "link", "add", &up, "type", "veth", "peer", "name", &dn, "netns",
-                    &tor,
-                ],
-            );
+            let tor = &tors[i];
+            kit.veth(h, &up, tor, &dn);
             let host_addr = format!("10.0.0.{}/31", 2 * i + 1);
             let tor_addr = format!("10.0.0.{}/31", 2 * i);
             // Transit addresses scope link, as the engine configures them.
-            run(
-                "ip",
-                &[
-                    "-n", &h, "addr", "add", &host_addr, "dev", &up, "scope", "link",
-                ],
-            );
-            run("ip", &["-n", &tor, "addr", "add", &tor_addr, "dev", &dn]);
+            kit.ip(h, &["addr", "add", &host_addr, "dev", &up, "scope", "link"]);
+            kit.ip(tor, &["addr", "add", &tor_addr, "dev", &dn]);
             // IPv6: a global /127 on a, only fixed link-local addresses on b.
             let (host6, tor6) = if i == 0 {
                 ("2001:db8:a::1/127", "2001:db8:a::/127")
             } else {
-                run("ip", &["-n", &h, "link", "set", &up, "addrgenmode", "none"]);
-                run(
-                    "ip",
-                    &["-n", &tor, "link", "set", &dn, "addrgenmode", "none"],
-                );
+                kit.ip(h, &["link", "set", &up, "addrgenmode", "none"]);
+                kit.ip(tor, &["link", "set", &dn, "addrgenmode", "none"]);
                 ("fe80::3/64", "fe80::2/64")
             };
-            run("ip", &["-n", &h, "addr", "add", host6, "dev", &up, "nodad"]);
-            run(
-                "ip",
-                &["-n", &tor, "addr", "add", tor6, "dev", &dn, "nodad"],
-            );
-            run("ip", &["-n", &h, "link", "set", &up, "up"]);
-            run("ip", &["-n", &tor, "link", "set", &dn, "up"]);
+            kit.ip(h, &["addr", "add", host6, "dev", &up, "nodad"]);
+            kit.ip(tor, &["addr", "add", tor6, "dev", &dn, "nodad"]);
+            kit.link_up(h, &up);
+            kit.link_up(tor, &dn);
         }
-        run("ip", &["-n", &h, "addr", "add", "10.9.0.1/32", "dev", "lo"]);
-        run(
-            "ip",
-            &["-n", &h, "addr", "add", "2001:db8:9::1/128", "dev", "lo"],
-        );
-        lab
+        kit.ip(h, &["addr", "add", "10.9.0.1/32", "dev", "lo"]);
+        kit.ip(h, &["addr", "add", "2001:db8:9::1/128", "dev", "lo"]);
+        Lab {
+            kit,
+            host,
+            tors,
+            tor_timers: TOR_FAST_TIMERS,
+        }
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.kit.path(name)
     }
 
     /// Starts BIRD in `ns` on config file `conf`, returns its control socket once it exists.
     fn start_bird(&mut self, ns: &str, name: &str, conf: &Path) -> PathBuf {
         let sock = self.path(&format!("{name}.ctl"));
-        let log = std::fs::File::create(self.path(&format!("{name}.log"))).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, BIRD, "-f", "-c"])
-            .arg(conf)
-            .arg("-s")
-            .arg(&sock)
-            .arg("-P")
-            .arg(self.path(&format!("{name}.pid")))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.daemons.push(child);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Ok(Some(status)) = self.daemons.last_mut().unwrap().try_wait() {
-                panic!("{name}: bird exited with {status}\n{}", self.logs());
-            }
-            if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
-                return sock;
-            }
-            assert!(Instant::now() < deadline, "{name}: no control socket");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.kit.bird(name, ns, conf, &sock, BirdUser::Root)
     }
 
     /// ToR `i` (0 = a, 1 = b): eBGP to the host, BFD, a default route from a blackhole.
@@ -275,10 +168,10 @@ protocol bgp host6 {{
     /// table (it exists only while it holds a route, e.g. not between a session restart and
     /// the next update).
     fn host_routes(&self, table: &str) -> String {
-        let out = Command::new("ip")
-            .args(["-n", &self.host, "-j", "route", "show", "table", table])
-            .output()
-            .unwrap();
+        let out = underlay_testkit::run(
+            "ip",
+            &["-n", &self.host, "-j", "route", "show", "table", table],
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         if !out.status.success() && stderr.contains("FIB table does not exist") {
             return "[]".into();
@@ -294,7 +187,8 @@ protocol bgp host6 {{
     fn logs(&self) -> String {
         let mut out = String::new();
         for name in ["host", "tora", "torb", "calico"] {
-            if let Ok(text) = std::fs::read_to_string(self.path(&format!("{name}.log"))) {
+            let text = self.kit.log(name);
+            if !text.is_empty() {
                 out.push_str(&format!("--- {name}.log\n{text}"));
             }
         }
@@ -367,7 +261,7 @@ fn net(s: &str) -> IpNet {
 
 #[tokio::test]
 async fn every_variant_passes_bird_parser() {
-    skip_unless_ready!("every_variant_passes_bird_parser", bird_missing());
+    require_tools(&[BIRD]);
     let dir = tempfile::tempdir().unwrap();
     let tmp = dir.path().join("check.conf");
     for (name, p) in fixtures::variants() {
@@ -380,7 +274,7 @@ async fn every_variant_passes_bird_parser() {
 
 #[tokio::test]
 async fn broken_override_reports_bird_line() {
-    skip_unless_ready!("broken_override_reports_bird_line", bird_missing());
+    require_tools(&[BIRD]);
     let dir = tempfile::tempdir().unwrap();
     let broken = EMBEDDED_TEMPLATE.replacen(
         "  scan time 10;\n}",
@@ -413,7 +307,6 @@ async fn broken_override_reports_bird_line() {
 
 #[tokio::test]
 async fn end_to_end_ecmp_export_and_reconfigure() {
-    skip_unless_ready!("end_to_end_ecmp_export_and_reconfigure", skip_reason());
     let mut lab = Lab::new("e2e");
     let tor_a = lab.start_tor(0, Some("s3cret"), false);
     let tor_b = lab.start_tor(1, None, false);
@@ -530,10 +423,6 @@ async fn end_to_end_ecmp_export_and_reconfigure() {
 
 #[tokio::test]
 async fn calico_pod_block_reaches_tors_with_next_hop_self() {
-    skip_unless_ready!(
-        "calico_pod_block_reaches_tors_with_next_hop_self",
-        skip_reason()
-    );
     let mut lab = Lab::new("calico");
     let tor_a = lab.start_tor(0, Some("s3cret"), false);
     let tor_b = lab.start_tor(1, None, false);
@@ -636,7 +525,6 @@ protocol bgp host {
 
 #[tokio::test]
 async fn dual_stack_ecmp_with_link_local_peer() {
-    skip_unless_ready!("dual_stack_ecmp_with_link_local_peer", skip_reason());
     let mut lab = Lab::new("v6");
     let tor_a = lab.start_tor(0, Some("s3cret"), true);
     let tor_b = lab.start_tor(1, None, true);
@@ -655,10 +543,10 @@ async fn dual_stack_ecmp_with_link_local_peer() {
 
     let start = Instant::now();
     let json6 = loop {
-        let out = Command::new("ip")
-            .args(["-n", &host, "-6", "-j", "route", "show", "table", "1001"])
-            .output()
-            .unwrap();
+        let out = underlay_testkit::run(
+            "ip",
+            &["-n", &host, "-6", "-j", "route", "show", "table", "1001"],
+        );
         let json = String::from_utf8_lossy(&out.stdout).into_owned();
         if json.contains(r#""dst":"default""#) && json.matches(r#""gateway":"#).count() >= 2 {
             break json;
@@ -677,10 +565,9 @@ async fn dual_stack_ecmp_with_link_local_peer() {
         "{json6}"
     );
     assert!(json6.contains(r#""dev":"up-a""#), "{json6}");
-    let main6 = run(
-        "ip",
-        &["-n", &host, "-6", "-j", "route", "show", "table", "main"],
-    );
+    let main6 = lab
+        .kit
+        .ip(&host, &["-6", "-j", "route", "show", "table", "main"]);
     assert!(!main6.contains(r#""protocol":"bird""#), "{main6}");
 
     assert_eq!(
@@ -695,9 +582,21 @@ async fn dual_stack_ecmp_with_link_local_peer() {
             .await
             .unwrap()
             .contains(&net("2001:db8:9::1/128")));
-        let bfd = tor.bfd_sessions().await.unwrap();
-        assert_eq!(bfd.len(), 2, "{bfd:?}");
-        assert!(bfd.iter().all(|s| s.state == "Up"), "{bfd:?}");
+        // BIRD asks for the BFD sessions once BGP is up; they pass Init
+        // within a few 100 ms intervals (seen still in Init under load).
+        let start = Instant::now();
+        loop {
+            let bfd = tor.bfd_sessions().await.unwrap();
+            if bfd.len() == 2 && bfd.iter().all(|s| s.state == "Up") {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "want two BFD sessions Up (IPv4 and IPv6): {bfd:?}\n{}",
+                lab.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
@@ -707,7 +606,6 @@ async fn dual_stack_ecmp_with_link_local_peer() {
 #[tokio::test]
 #[ignore]
 async fn measure_bird_default_timers() {
-    skip_unless_ready!("measure_bird_default_timers", skip_reason());
     for (label, timers) in [
         (
             "underlay defaults",
