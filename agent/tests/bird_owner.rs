@@ -8,34 +8,17 @@ mod common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{host_facts, must, Lab, ROLE};
-
-fn bird_ids() -> (u32, u32) {
-    let user = nix::unistd::User::from_name("bird")
-        .unwrap()
-        .expect("user bird (Debian's bird2 package creates it; vm-tests/setup.sh installs bird2)");
-    (user.uid.as_raw(), user.gid.as_raw())
-}
-
-fn birdc(sock: &Path, cmd: &str) -> String {
-    let out = Command::new("birdc")
-        .args(["-s"])
-        .arg(sock)
-        .args(cmd.split(' '))
-        .output()
-        .expect("birdc");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use common::{host_facts, Lab, ROLE};
+use underlay_testkit::{bird_ids, birdc, BirdUser};
 
 #[test]
 fn bird_running_as_bird_reads_and_reloads_what_underlay_writes() {
-    let lab = Lab::new();
+    let mut lab = Lab::new();
     let (uid, gid) = bird_ids();
     // BIRD, as user bird, must reach its config and socket below the root.
-    std::fs::set_permissions(lab.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    lab.kit.open_dir();
     let run_bird = lab.root().join("run/bird");
     std::fs::create_dir_all(&run_bird).unwrap();
     std::os::unix::fs::chown(&run_bird, Some(uid), Some(gid)).unwrap();
@@ -64,24 +47,15 @@ fn bird_running_as_bird_reads_and_reloads_what_underlay_writes() {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 
-    // Start BIRD exactly as Debian's unit does.
-    let sock = run_bird.join("bird.ctl");
-    must(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &lab.host,
-            "bird",
-            "-u",
-            "bird",
-            "-g",
-            "bird",
-            "-c",
-            conf.to_str().unwrap(),
-            "-s",
-            sock.to_str().unwrap(),
-        ],
+    // Start BIRD exactly as Debian's unit does (in the foreground, so the
+    // lab stops it even when an assertion below fails).
+    let host_ns = lab.host.clone();
+    let sock = lab.kit.bird(
+        "bird",
+        &host_ns,
+        &conf,
+        &run_bird.join("bird.ctl"),
+        BirdUser::Bird,
     );
     let t = Instant::now();
     while !birdc(&sock, "show status").contains("Daemon is up") {
@@ -127,5 +101,4 @@ fn bird_running_as_bird_reads_and_reloads_what_underlay_writes() {
     );
     let last = birdc(&sock, "show status");
     assert_ne!(first, reconfigured(&last), "BIRD reconfigured: {last}");
-    let _ = birdc(&sock, "down");
 }

@@ -6,15 +6,11 @@
 //! it. (BGP gates with real BIRD: the lab's `join` scenario.)
 
 mod common;
-// Our own handle on the schema check (common's copy is private to it).
-#[allow(clippy::duplicate_mod)]
-mod schema_check;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use common::{host_facts, Lab};
+use common::{host_facts, schema_check, Lab};
 use serde_json::Value;
 
 const STANDIN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../vm-tests/kubeadm-standin");
@@ -102,14 +98,11 @@ impl JoinLab {
     /// `underlay <args> --netns --root --profile --host --json -vv`, with the
     /// stand-in told where to record and what to exit with.
     fn run(&mut self, args: &[&str], standin_exit: i32) -> (i32, Value) {
-        let out = Command::new(env!("CARGO_BIN_EXE_underlay"))
-            .args(args)
-            .args(["--json", "-vv", "--netns", &self.lab.host, "--root"])
-            .arg(self.lab.root())
-            .arg("--profile")
-            .arg(&self.role)
-            .arg("--host")
-            .arg(&self.host)
+        let mut full = args.to_vec();
+        full.extend(["--json", "-vv"]);
+        let out = self
+            .lab
+            .underlay_cmd(&full, &self.role, &self.host)
             .env("KUBEADM_STANDIN_DIR", &self.records)
             .env("KUBEADM_STANDIN_ROOT", self.lab.root())
             .env("KUBEADM_STANDIN_EXIT", standin_exit.to_string())

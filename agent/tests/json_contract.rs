@@ -4,8 +4,6 @@
 //! what to do next. Success documents from a real kernel are validated by
 //! the netns suite's harness too.
 
-mod schema_check;
-
 use std::process::Command;
 
 use serde_json::Value;
@@ -14,6 +12,7 @@ use underlay::error::ErrorKind;
 use underlay::profile::load_str;
 use underlay::report::{Context, Document, SCHEMA_VERSION};
 use underlay::system::fake::FakeSystem;
+use underlay_testkit::schema_check;
 
 const BIN: &str = env!("CARGO_BIN_EXE_underlay");
 const ROLE: &str = include_str!("../../profiles/l3-ecmp-calico.toml");

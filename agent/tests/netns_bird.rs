@@ -7,25 +7,14 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{host_facts, Lab, ROLE};
 use serde_json::Value;
 
-/// Kills the BIRD this test started (by its pid, nothing else) on drop.
-struct Bird(Child);
-
-impl Drop for Bird {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn netns_apply_prints_the_bird_command_and_status_shows_sessions() {
-    let lab = Lab::new();
+    let mut lab = Lab::new();
     let host = lab.write_host("host.toml", &host_facts(&["tor-a", "tor-b"]));
     let role = Path::new(ROLE);
     let root = lab.root().display().to_string();
@@ -69,17 +58,10 @@ fn netns_apply_prints_the_bird_command_and_status_shows_sessions() {
 
     // Start BIRD with exactly that command (plus -f: in the foreground it
     // stays this test's child, so the test stops exactly the process it started).
-    let mut args: Vec<&str> = vec!["netns", "exec", &lab.host];
-    args.extend(want.split_whitespace());
-    args.push("-f");
-    let _bird = Bird(
-        Command::new("ip")
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start bird"),
-    );
+    let mut argv: Vec<&str> = want.split_whitespace().collect();
+    argv.push("-f");
+    let host_ns = lab.host.clone();
+    lab.kit.spawn("bird", &host_ns, &argv);
     let sock = lab.root().join("run/bird/bird.ctl");
     let t0 = Instant::now();
     while !sock.exists() {

@@ -175,13 +175,8 @@ fn owned(lab: &Lab) -> Value {
 }
 
 fn apply_killed_at(lab: &Lab, role: &Path, host: &Path, point: &str) -> bool {
-    let out = Command::new(env!("CARGO_BIN_EXE_underlay"))
-        .args(["apply", "--json", "--netns", &lab.host, "--root"])
-        .arg(lab.root())
-        .arg("--profile")
-        .arg(role)
-        .arg("--host")
-        .arg(host)
+    let out = lab
+        .underlay_cmd(&["apply", "--json"], role, host)
         .env("UNDERLAY_FAILPOINT", point)
         .output()
         .unwrap();
@@ -254,13 +249,8 @@ fn a_kill_at_any_point_loses_no_ownership() {
     for delay_us in [0u64, 300, 700, 1500, 3000, 6000, 12000] {
         let lab = Lab::new();
         let host = lab.write_host("host.toml", &host_facts(&["tor-a", "tor-b"]));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_underlay"))
-            .args(["apply", "--netns", &lab.host, "--root"])
-            .arg(lab.root())
-            .arg("--profile")
-            .arg(role)
-            .arg("--host")
-            .arg(&host)
+        let mut child = lab
+            .underlay_cmd(&["apply"], role, &host)
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();

@@ -3,12 +3,11 @@
 //! precedence row by row, and the errors a person gets. Nothing here
 //! fetches (refusals happen before any connection).
 
-mod schema_check;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
+use underlay_testkit::schema_check;
 
 const ROLE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

@@ -41,15 +41,10 @@ impl Watch {
 
     fn spawn(lab: &Lab, role: &Path, host: &Path, extra: &[&str]) -> Watch {
         let stderr = lab.root().join("watch.stderr");
-        let child = Command::new(env!("CARGO_BIN_EXE_underlay"))
-            .arg("watch")
-            .args(["--netns", &lab.host, "--root"])
-            .arg(lab.root())
-            .arg("--profile")
-            .arg(role)
-            .arg("--host")
-            .arg(host)
-            .args(extra)
+        let mut args = vec!["watch"];
+        args.extend_from_slice(extra);
+        let child = lab
+            .underlay_cmd(&args, role, host)
             .env("UNDERLAY_LOG", "info")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(lab.root().join("watch.stdout")).unwrap())
@@ -662,14 +657,12 @@ fn the_readiness_wait_wakes_on_the_link_event() {
     lab.ip(&["link", "set", "eth1", "up"]);
     std::thread::sleep(Duration::from_millis(200));
     let t0 = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_underlay"))
-        .args(["apply", "--json", "--wait", "--wait-timeout", "20", "-vv"])
-        .args(["--netns", &lab.host, "--root"])
-        .arg(lab.root())
-        .arg("--profile")
-        .arg(&role)
-        .arg("--host")
-        .arg(&host)
+    let child = lab
+        .underlay_cmd(
+            &["apply", "--json", "--wait", "--wait-timeout", "20", "-vv"],
+            &role,
+            &host,
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -1,17 +1,19 @@
-//! Real-kernel test helpers: network namespaces the test creates and always
-//! removes, scratch roots, and the real `underlay` binary. Nothing here
-//! touches the root network namespace or the machine's /etc.
+//! The two-uplink host of the CLI tests, a thin layer on the shared harness
+//! (`testkit/`): a host namespace `uh-<pid>-<n>` whose NICs eth0/eth1 are
+//! cabled to a ToR namespace `ut-<pid>-<n>` (tora0/torb0, up), a scratch
+//! root, and the real `underlay` binary run inside the host namespace. The
+//! harness removes both namespaces and the directory, even when a test fails.
 
 #![allow(dead_code)]
 
-#[path = "../schema_check/mod.rs"]
-pub mod schema_check;
-
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::Command;
 
 use serde_json::Value;
+
+// Each test binary uses a different subset of the harness.
+#[allow(unused_imports)]
+pub use underlay_testkit::{must, require_root, run, schema_check};
 
 pub const ROLE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -23,96 +25,60 @@ pub fn assert_schema(doc: &Value) {
     schema_check::assert_valid(doc);
 }
 
-/// Root is required: say so loudly instead of passing vacuously.
-pub fn require_root() {
-    if !nix::unistd::geteuid().is_root() {
-        panic!("this test needs root (network namespaces); run the README's test command as root");
-    }
-}
-
-pub fn run(cmd: &str, args: &[&str]) -> Output {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    out
-}
-
-pub fn must(cmd: &str, args: &[&str]) -> String {
-    let out = run(cmd, args);
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// A host namespace `uh-<pid>-<n>` with NICs eth0/eth1 whose peers live in a
-/// second namespace `ut-<pid>-<n>` (the "ToR"), plus a scratch root. Drop
-/// removes both namespaces and the directory, even when the test fails.
 pub struct Lab {
     pub host: String,
     pub tor: String,
-    pub dir: tempfile::TempDir,
+    /// The namespaces, background processes and scratch root.
+    pub kit: underlay_testkit::Lab,
 }
 
 impl Lab {
     pub fn new() -> Lab {
-        require_root();
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let id = format!("{}-{n}", std::process::id());
-        let lab = Lab {
-            host: format!("uh-{id}"),
-            tor: format!("ut-{id}"),
-            dir: tempfile::tempdir().expect("tempdir"),
-        };
-        must("ip", &["netns", "add", &lab.host]);
-        must("ip", &["netns", "add", &lab.tor]);
+        let mut kit = underlay_testkit::Lab::new();
+        let host = kit.netns("uh");
+        let tor = kit.netns("ut");
         // No IPv6 duplicate address detection: a link-local address turning
         // from tentative to valid mid-test would show up in snapshots.
-        for key in [
-            "net.ipv6.conf.all.accept_dad=0",
-            "net.ipv6.conf.default.accept_dad=0",
-        ] {
-            must("ip", &["netns", "exec", &lab.host, "sysctl", "-qw", key]);
-        }
+        kit.sysctl_set(
+            &host,
+            &[
+                "net.ipv6.conf.all.accept_dad=0",
+                "net.ipv6.conf.default.accept_dad=0",
+            ],
+        );
+        // The host's NICs stay down: bringing them up is underlay's job.
         for (nic, peer) in [("eth0", "tora0"), ("eth1", "torb0")] {
-            must(
-                "ip",
-                &[
-                    "-n", &lab.host, "link", "add", nic, "type", "veth", "peer", "name", peer,
-                    "netns", &lab.tor,
-                ],
-            );
-            must("ip", &["-n", &lab.tor, "link", "set", peer, "up"]);
+            kit.veth(&host, nic, &tor, peer);
+            kit.link_up(&tor, peer);
         }
-        lab
+        Lab { host, tor, kit }
     }
 
     pub fn root(&self) -> &Path {
-        self.dir.path()
+        self.kit.dir()
     }
 
+    /// Writes a file below the scratch root.
     pub fn write_host(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.dir.path().join(name);
-        std::fs::write(&p, text).unwrap();
-        p
+        self.kit.write(name, text)
     }
 
-    /// Runs the real binary inside the host namespace with the scratch root.
-    /// Runs the binary with `args`, then --netns, --root, --profile, --host.
-    pub fn underlay_raw(&self, args: &[&str], role: &Path, host: &Path) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_underlay"))
-            .args(args)
+    /// The real binary with `args`, then --netns HOST, --root, --profile, --host.
+    pub fn underlay_cmd(&self, args: &[&str], role: &Path, host: &Path) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_underlay"));
+        cmd.args(args)
             .args(["--netns", &self.host, "--root"])
             .arg(self.root())
             .arg("--profile")
             .arg(role)
             .arg("--host")
-            .arg(host)
+            .arg(host);
+        cmd
+    }
+
+    /// Runs [`Lab::underlay_cmd`] to its end.
+    pub fn underlay_raw(&self, args: &[&str], role: &Path, host: &Path) -> std::process::Output {
+        self.underlay_cmd(args, role, host)
             .output()
             .expect("run underlay")
     }
@@ -124,14 +90,7 @@ impl Lab {
         role: &Path,
         host: &Path,
     ) -> std::process::Child {
-        Command::new(env!("CARGO_BIN_EXE_underlay"))
-            .args(args)
-            .args(["--netns", &self.host, "--root"])
-            .arg(self.root())
-            .arg("--profile")
-            .arg(role)
-            .arg("--host")
-            .arg(host)
+        self.underlay_cmd(args, role, host)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("run underlay")
@@ -155,54 +114,34 @@ impl Lab {
     }
 
     pub fn ip_json(&self, args: &[&str]) -> Value {
-        let mut full = vec!["-j", "-n", &self.host];
-        full.extend_from_slice(args);
-        let s = must("ip", &full);
-        if s.trim().is_empty() {
-            return Value::Array(vec![]);
-        }
-        serde_json::from_str(&s).unwrap_or_else(|e| panic!("ip {args:?}: {e}: {s}"))
+        self.kit.ip_json(&self.host, args)
     }
 
     pub fn ip(&self, args: &[&str]) {
-        let mut full = vec!["-n", &self.host];
-        full.extend_from_slice(args);
-        must("ip", &full);
+        self.kit.ip(&self.host, args);
     }
 
     pub fn sysctl(&self, key: &str) -> String {
-        let path = format!("/proc/sys/{}", key.replace('.', "/"));
-        must("ip", &["netns", "exec", &self.host, "cat", &path])
-            .trim()
-            .to_string()
+        self.kit.sysctl(&self.host, key)
     }
 
     /// Everything a run could change, for before/after comparisons.
     pub fn snapshot(&self, sysctls: &[&str]) -> String {
         let mut s = String::new();
         for args in [
-            vec!["-d", "addr"],
-            vec!["-d", "link"],
-            vec!["rule"],
-            vec!["-6", "rule"],
-            vec!["route", "show", "table", "all"],
-            vec!["-6", "route", "show", "table", "all"],
+            &["-d", "addr"][..],
+            &["-d", "link"],
+            &["rule"],
+            &["-6", "rule"],
+            &["route", "show", "table", "all"],
+            &["-6", "route", "show", "table", "all"],
         ] {
-            let mut full = vec!["-n", self.host.as_str()];
-            full.extend(args);
-            s.push_str(&must("ip", &full));
+            s.push_str(&self.kit.ip(&self.host, args));
         }
         for k in sysctls {
             s.push_str(&format!("{k}={}\n", self.sysctl(k)));
         }
         s
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = run("ip", &["netns", "del", &self.host]);
-        let _ = run("ip", &["netns", "del", &self.tor]);
     }
 }
 

@@ -1,22 +1,20 @@
-//! A lab for `underlay doctor`: a host namespace converged by the real
-//! `underlay apply` (service IP on lo, scope-link /31s on eth0/eth1), two ToR
-//! namespaces, optional real BIRDs, and a scratch --root. Every namespace,
-//! daemon and file is removed on drop; nothing touches the root namespace.
+//! A lab for `underlay doctor`, a thin layer on the shared harness
+//! (`testkit/`): a host namespace converged by the real `underlay apply`
+//! (service IP on lo, scope-link /31s on eth0/eth1), two ToR namespaces,
+//! optional real BIRDs, and a scratch --root. The harness removes every
+//! namespace, daemon and file on drop; nothing touches the root namespace.
 //!
 //! The doctor runs in-process on a thread that entered the host namespace
 //! with setns (its collectors read per-thread /proc views), so these tests
 //! do not depend on the CLI wiring.
 #![allow(dead_code)]
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use underlay::doctor::{DoctorOptions, DoctorReport, Severity};
-
-pub const BIRD: &str = "/usr/sbin/bird";
+use underlay_testkit::{BirdUser, BIRD};
 pub const OVERLAY_ROLE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../profiles/l3-ecmp-calico-ipip.toml"
@@ -79,106 +77,35 @@ ipv4 = { address = "172.30.1.1/31", peer = "172.30.1.0" }
 peer_asn = 65002
 "#;
 
-pub fn require_root() {
-    if !nix::unistd::geteuid().is_root() {
-        panic!(
-            "the doctor lab tests need root (network namespaces, iptables, BIRD); run them as root"
-        );
-    }
-    for tool in ["ip", "iptables", "nft", "conntrack", "socat", BIRD] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        assert!(found, "the doctor lab tests need `{tool}` installed");
-    }
-}
-
-pub fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
 pub struct Lab {
     pub host: String,
     pub tors: [String; 2],
-    pub dir: tempfile::TempDir,
-    daemons: Vec<(String, Child)>,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for (_, c) in &mut self.daemons {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for ns in std::iter::once(&self.host).chain(self.tors.iter()) {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
+    /// The namespaces, daemons and scratch root.
+    pub kit: underlay_testkit::Lab,
 }
 
 impl Lab {
     /// Host and ToR namespaces, cabled, converged by `underlay apply` with [`ROLE`].
     pub fn new() -> Lab {
-        require_root();
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let id = format!("{}-{n}", std::process::id());
-        let lab = Lab {
-            host: format!("udh-{id}"),
-            tors: [format!("udta-{id}"), format!("udtb-{id}")],
-            dir: tempfile::tempdir().expect("tempdir"),
-            daemons: Vec::new(),
-        };
-        // The tempdir is the scratch root; BIRD (another user on some systems) reads it.
-        std::fs::set_permissions(lab.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        for ns in std::iter::once(&lab.host).chain(lab.tors.iter()) {
-            run("ip", &["netns", "add", ns]);
-            run("ip", &["-n", ns, "link", "set", "lo", "up"]);
+        let mut kit = underlay_testkit::Lab::new();
+        underlay_testkit::require_tools(&["iptables", "nft", "conntrack", "socat", BIRD]);
+        let host = kit.netns("udh");
+        let tors = [kit.netns("udta"), kit.netns("udtb")];
+        // The scratch root; BIRD (another user on some systems) reads it.
+        kit.open_dir();
+        for ns in std::iter::once(&host).chain(tors.iter()) {
+            kit.link_up(ns, "lo");
         }
         for (i, (nic, t)) in [("eth0", "a"), ("eth1", "b")].into_iter().enumerate() {
             let dn = format!("dn-{t}");
-            run(
-                "ip",
-                &[
-                    "-n",
-                    &lab.host,
-                    "link",
-                    "add",
-                    nic,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    &dn,
-                    "netns",
-                    &lab.tors[i],
-                ],
+            kit.veth(&host, nic, &tors[i], &dn);
+            kit.ip(
+                &tors[i],
+                &["addr", "add", &format!("172.30.{i}.0/31"), "dev", &dn],
             );
-            run(
-                "ip",
-                &[
-                    "-n",
-                    &lab.tors[i],
-                    "addr",
-                    "add",
-                    &format!("172.30.{i}.0/31"),
-                    "dev",
-                    &dn,
-                ],
-            );
-            run("ip", &["-n", &lab.tors[i], "link", "set", &dn, "up"]);
+            kit.link_up(&tors[i], &dn);
         }
+        let lab = Lab { host, tors, kit };
         std::fs::write(lab.path("role.toml"), ROLE).unwrap();
         std::fs::write(lab.path("host.toml"), HOST).unwrap();
         lab.apply(&lab.path("role.toml"));
@@ -186,11 +113,11 @@ impl Lab {
     }
 
     pub fn root(&self) -> &Path {
-        self.dir.path()
+        self.kit.dir()
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.kit.path(name)
     }
 
     /// The real binary: `underlay apply --netns HOST --root DIR`.
@@ -215,65 +142,35 @@ impl Lab {
 
     /// `ip netns exec NS sh -ec SCRIPT`.
     pub fn sh(&self, ns: &str, script: &str) -> String {
-        run("ip", &["netns", "exec", ns, "sh", "-ec", script])
+        self.kit.sh(ns, script)
     }
 
     pub fn ifindex(&self, name: &str) -> u32 {
-        let v: serde_json::Value =
-            serde_json::from_str(&run("ip", &["-n", &self.host, "-j", "link", "show", name]))
-                .unwrap();
+        let v = self.kit.ip_json(&self.host, &["link", "show", name]);
         v[0]["ifindex"].as_u64().unwrap() as u32
     }
 
     /// Writes a file below the scratch root.
     pub fn write(&self, logical: &str, text: &str) {
-        let p = self.root().join(logical.trim_start_matches('/'));
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
+        self.kit.write(logical, text);
     }
 
     /// A background process in `ns`, killed by its own pid on drop.
     pub fn spawn(&mut self, name: &str, ns: &str, argv: &[&str]) {
-        let log = std::fs::File::create(self.path(&format!("{name}.log"))).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .args(argv)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn");
-        self.daemons.push((name.to_string(), child));
+        self.kit.spawn(name, ns, argv);
     }
 
     pub fn kill(&mut self, name: &str) {
-        if let Some(i) = self.daemons.iter().position(|(n, _)| n == name) {
-            let (_, mut c) = self.daemons.remove(i);
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.kit.kill(name);
     }
 
     /// BIRD in the foreground in `ns`; returns its control socket once it answers.
     pub fn bird(&mut self, name: &str, ns: &str, conf: &Path, sock: &Path) -> PathBuf {
-        std::fs::create_dir_all(sock.parent().unwrap()).unwrap();
-        let (c, s) = (conf.to_str().unwrap(), sock.to_str().unwrap());
-        self.spawn(name, ns, &[BIRD, "-f", "-c", c, "-s", s]);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::os::unix::net::UnixStream::connect(sock).is_err() {
-            if let Some((_, child)) = self.daemons.last_mut() {
-                if let Ok(Some(st)) = child.try_wait() {
-                    panic!("{name}: bird exited with {st}: {}", self.log(name));
-                }
-            }
-            assert!(Instant::now() < deadline, "{name}: no control socket");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        sock.to_path_buf()
+        self.kit.bird(name, ns, conf, sock, BirdUser::Root)
     }
 
     pub fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.path(&format!("{name}.log"))).unwrap_or_default()
+        self.kit.log(name)
     }
 
     /// ToR `i`: eBGP and BFD to the host (the profile's BFD is on), a default
@@ -318,9 +215,7 @@ protocol bgp host {{
     }
 
     pub fn birdc(&self, sock: &Path, cmd: &str) -> String {
-        let mut args = vec!["-s", sock.to_str().unwrap()];
-        args.extend(cmd.split_whitespace());
-        run("birdc", &args)
+        underlay_testkit::birdc(sock, cmd)
     }
 
     /// Runs the doctor on a thread inside the host namespace.
@@ -334,14 +229,7 @@ protocol bgp host {{
             desired,
             in_netns: true,
         };
-        let ns = PathBuf::from("/run/netns").join(&self.host);
-        std::thread::spawn(move || {
-            let f = std::fs::File::open(&ns).expect("open netns");
-            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            underlay::doctor::run(&opts)
-        })
-        .join()
-        .expect("doctor thread")
+        underlay_testkit::on_thread(&self.host, move || underlay::doctor::run(&opts))
     }
 
     /// Polls the doctor until `pred` holds (daemons converge in seconds).

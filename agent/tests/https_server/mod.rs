@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -149,11 +149,10 @@ impl Server {
         let routes = Arc::new(routes);
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel();
-        let ns_path = Path::new("/run/netns").join(netns);
+        let netns = netns.to_string();
         let stop2 = stop.clone();
         let thread = std::thread::spawn(move || {
-            let f = std::fs::File::open(&ns_path).expect("open the test namespace");
-            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            underlay_testkit::enter(&netns);
             let l = TcpListener::bind(addr).expect("bind inside the namespace");
             l.set_nonblocking(true).unwrap();
             tx.send(()).unwrap();

@@ -1,104 +1,67 @@
-//! Real-kernel test helpers: namespaces we create and always remove, commands run inside them.
-//! Nothing here touches the root namespace's network, iptables or nftables.
+//! The NAT tests' namespaces, a thin layer on the shared harness
+//! (`testkit/`): namespaces made on demand with lo up, forwarding on and
+//! rp_filter off, veth cables, background processes, and our nftables table
+//! converged inside one of them. Nothing here touches the root namespace's
+//! network, iptables or nftables.
 #![allow(dead_code)]
 
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use underlay::nft::{apply, desired_ruleset, observe, plan, NatParams};
 use underlay::system::nft::NftCommand;
 
-/// Fails the test (CI runs as root) with a message that says what to do.
-pub fn require_root() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let uid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().next().map(str::to_string))
-        .unwrap_or_default();
-    assert_eq!(
-        uid, "0",
-        "this test builds network namespaces and needs root (uid 0); run `sudo -E cargo test` \
-         or run only the unprivileged tests with `cargo test --lib --test desired_golden --test plan_pure`"
-    );
-}
-
 /// `UNAT_FIX_OFF=1` leaves every fix out of the "fix on" halves of the reproduction tests, to
-/// show that those halves then fail (`UNAT_FIX_OFF=1 cargo test --test masquerade_source`).
+/// show that those halves then fail (`UNAT_FIX_OFF=1 cargo test --test nat_masquerade_source`).
 pub fn fix_enabled() -> bool {
     std::env::var_os("UNAT_FIX_OFF").is_none()
 }
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
 /// Named network namespaces deleted on drop, plus background processes killed on drop.
 pub struct Lab {
-    prefix: String,
-    names: Vec<String>,
-    children: Vec<Child>,
+    tag: String,
+    kit: underlay_testkit::Lab,
+    background: usize,
 }
 
 impl Lab {
     pub fn new(tag: &str) -> Lab {
-        require_root();
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         Lab {
-            prefix: format!("unat-{}-{n}-{tag}", std::process::id()),
-            names: Vec::new(),
-            children: Vec::new(),
+            tag: tag.to_string(),
+            kit: underlay_testkit::Lab::new(),
+            background: 0,
         }
     }
 
-    /// Creates `<prefix>-<short>` with lo up, forwarding on and rp_filter off.
+    /// Creates `unat-<tag>-<short>-<pid>-<n>` with lo up, forwarding on and rp_filter off.
     pub fn ns(&mut self, short: &str) -> String {
-        let name = format!("{}-{short}", self.prefix);
-        run("ip", &["netns", "add", &name]);
-        self.names.push(name.clone());
+        let name = self.kit.netns(&format!("unat-{}-{short}", self.tag));
         self.sh(&name, "ip link set lo up; sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0");
         name
     }
 
     /// `ip netns exec NS sh -c SCRIPT` (set -e); panics with stderr on failure.
     pub fn sh(&self, ns: &str, script: &str) -> String {
-        run("ip", &["netns", "exec", ns, "sh", "-ec", script])
+        self.kit.sh(ns, script)
     }
 
     /// Like [`Lab::sh`] but returns (success, stdout, stderr).
     pub fn try_sh(&self, ns: &str, script: &str) -> (bool, String, String) {
-        let out = Command::new("ip")
-            .args(["netns", "exec", ns, "sh", "-c", script])
-            .output()
-            .expect("spawn ip");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        self.kit.try_sh(ns, script)
     }
 
-    /// A veth pair between two namespaces.
+    /// A veth pair between two namespaces, both ends up.
     pub fn veth(&self, a_ns: &str, a: &str, b_ns: &str, b: &str) {
-        run(
-            "ip",
-            &[
-                "link", "add", a, "netns", a_ns, "type", "veth", "peer", "name", b, "netns", b_ns,
-            ],
-        );
-        self.sh(a_ns, &format!("ip link set {a} up"));
-        self.sh(b_ns, &format!("ip link set {b} up"));
+        self.kit.veth(a_ns, a, b_ns, b);
+        self.kit.link_up(a_ns, a);
+        self.kit.link_up(b_ns, b);
     }
 
     /// Starts a background process inside `ns`; killed (by its own pid) on drop.
     pub fn spawn(&mut self, ns: &str, script: &str) {
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, "sh", "-c", &format!("exec {script}")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn background process");
-        self.children.push(child);
+        self.background += 1;
+        let name = format!("bg{}", self.background);
+        self.kit
+            .spawn(&name, ns, &["sh", "-c", &format!("exec {script}")]);
     }
 
     /// Waits until something listens on UDP `port` in `ns`.
@@ -142,31 +105,6 @@ impl Lab {
         assert!(!again.is_change(), "not converged after apply: {again:?}");
         changed
     }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for n in self.names.iter().rev() {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
-    }
-}
-
-pub fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// One conntrack entry: original and reply tuples (`src`, `dst`, `sport`, `dport`).
