@@ -568,13 +568,7 @@ fn probe_named_namespace() {
         desired,
         in_netns: true,
     };
-    let r = std::thread::spawn(move || {
-        let f = std::fs::File::open(Path::new("/run/netns").join(&ns)).expect("netns");
-        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        underlay::doctor::run(&opts)
-    })
-    .join()
-    .unwrap();
+    let r = underlay_testkit::on_thread(&ns, move || underlay::doctor::run(&opts));
     if std::env::var_os("DOCTOR_JSON").is_some() {
         println!("{}", serde_json::to_string_pretty(&r.json()).unwrap());
     } else {
