@@ -16,7 +16,7 @@ pub use control::{
 pub use params::{
     BfdParams, BgpTimers, BirdParams, BirdUplink, CalicoPeer, GracefulRestartParams, LogTarget,
 };
-pub use render::{bird_identifier, redact, render, render_with, uplink_sessions, RenderError};
+pub use render::{bird_identifier, redact, render, uplink_sessions, RenderError};
 
 #[cfg(test)]
 mod fixtures;

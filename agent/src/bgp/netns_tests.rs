@@ -388,8 +388,8 @@ async fn broken_override_reports_bird_line() {
         1,
     );
     assert_ne!(broken, EMBEDDED_TEMPLATE);
-    std::fs::write(dir.path().join(TEMPLATE_NAME), broken).unwrap();
-    let text = render(&fixtures::two_uplinks_v4(), Some(dir.path())).unwrap();
+    std::fs::write(dir.path().join(TEMPLATE_NAME), &broken).unwrap();
+    let text = render(&fixtures::two_uplinks_v4(), Some(("override", &broken))).unwrap();
     let expected_line = text
         .lines()
         .position(|l| l.contains("bogus statement 65101;"))
