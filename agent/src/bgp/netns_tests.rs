@@ -18,12 +18,13 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 
 use crate::bgp::check::CheckError;
-use crate::bgp::control::{BgpState, BirdClient, ConfigureOutcome};
+use crate::bgp::control::{BgpState, ConfigureOutcome};
 use crate::bgp::fixtures;
 use crate::bgp::params::BirdParams;
 use crate::bgp::render::{render, uplink_sessions, EMBEDDED_TEMPLATE, TEMPLATE_NAME};
 use crate::system::files::{self, Durability, WriteSpec};
 use crate::system::linux::bird::parse_check;
+use crate::system::linux::bird_ctl::BirdClient;
 
 const BIRD: &str = "/usr/sbin/bird";
 

@@ -4,6 +4,7 @@
 
 mod addresses;
 pub(crate) mod bird;
+pub mod bird_ctl;
 mod join;
 mod links;
 mod lock;
