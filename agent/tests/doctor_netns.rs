@@ -563,15 +563,13 @@ fn probe_named_namespace() {
         }
         _ => None,
     };
-    let opts = underlay::doctor::DoctorOptions {
-        root: root.into(),
-        desired,
-        in_netns: true,
-    };
     let r = std::thread::spawn(move || {
         let f = std::fs::File::open(Path::new("/run/netns").join(&ns)).expect("netns");
         nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        underlay::doctor::run(&opts)
+        let state = Path::new(underlay::system::linux::DEFAULT_STATE_PATH);
+        let mut sys = underlay::system::linux::LinuxSystem::new(Path::new(&root), state, true)
+            .expect("netlink");
+        underlay::doctor::run(&mut sys, desired.as_ref())
     })
     .join()
     .unwrap();

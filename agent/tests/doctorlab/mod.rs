@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use underlay::doctor::{DoctorOptions, DoctorReport, Severity};
+use underlay::doctor::{DoctorReport, Severity};
 
 pub const BIRD: &str = "/usr/sbin/bird";
 pub const OVERLAY_ROLE: &str = concat!(
@@ -329,16 +329,18 @@ protocol bgp host {{
             underlay::profile::load(&self.path("role.toml"), &self.path("host.toml"))
                 .expect("the lab profile loads")
         });
-        let opts = DoctorOptions {
-            root: self.root().to_path_buf(),
-            desired,
-            in_netns: true,
-        };
+        let root = self.root().to_path_buf();
         let ns = PathBuf::from("/run/netns").join(&self.host);
         std::thread::spawn(move || {
             let f = std::fs::File::open(&ns).expect("open netns");
             nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            underlay::doctor::run(&opts)
+            let mut sys = underlay::system::linux::LinuxSystem::new(
+                &root,
+                Path::new(underlay::system::linux::DEFAULT_STATE_PATH),
+                true,
+            )
+            .expect("netlink in the lab namespace");
+            underlay::doctor::run(&mut sys, desired.as_ref())
         })
         .join()
         .expect("doctor thread")
