@@ -563,12 +563,12 @@ fn probe_named_namespace() {
         }
         _ => None,
     };
-    let opts = underlay::doctor::DoctorOptions {
-        root: root.into(),
-        desired,
-        in_netns: true,
-    };
-    let r = underlay_testkit::on_thread(&ns, move || underlay::doctor::run(&opts));
+    let r = underlay_testkit::on_thread(&ns, move || {
+        let state = Path::new(underlay::system::linux::DEFAULT_STATE_PATH);
+        let mut sys = underlay::system::linux::LinuxSystem::new(Path::new(&root), state, true)
+            .expect("netlink");
+        underlay::doctor::run(&mut sys, desired.as_ref())
+    });
     if std::env::var_os("DOCTOR_JSON").is_some() {
         println!("{}", serde_json::to_string_pretty(&r.json()).unwrap());
     } else {

@@ -1,4 +1,6 @@
-//! Client for BIRD 2's control socket (the line protocol birdc speaks).
+//! BIRD 2's control socket protocol (the line protocol birdc speaks): the
+//! commands, and the parsing of BIRD's replies. Pure: the socket itself is
+//! the system layer's (`system::linux::bird_ctl::BirdClient`).
 //!
 //! Every reply line is `NNNN-text` (more follow), `NNNN text` (last line of the reply), or
 //! ` text` (continuation: same code as the line before). Codes 0xxx are command results,
@@ -8,16 +10,11 @@
 use std::fmt;
 use std::io;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::UnixStream;
-
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Reply codes used below (BIRD's doc/reply_codes).
 const CODE_WELCOME: u16 = 1;
@@ -243,7 +240,7 @@ pub enum ConfigureOutcome {
 }
 
 impl ConfigureOutcome {
-    fn from_reply(reply: &Reply) -> ConfigureOutcome {
+    pub fn from_reply(reply: &Reply) -> ConfigureOutcome {
         let (code, text) = reply.lines.last().cloned().unwrap_or_default();
         match code {
             3 => ConfigureOutcome::Reconfigured,
@@ -483,7 +480,7 @@ pub fn parse_bgp_detail(reply: &Reply) -> BgpDetail {
 }
 
 /// A protocol or table name we are about to splice into a command.
-fn check_symbol(s: &str) -> Result<(), ControlError> {
+pub fn check_symbol(s: &str) -> Result<(), ControlError> {
     let ok = s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
         && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if ok {
@@ -493,183 +490,63 @@ fn check_symbol(s: &str) -> Result<(), ControlError> {
     }
 }
 
-pub struct BirdClient {
-    reader: BufReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
-    timeout: Duration,
-    /// Greeting text, e.g. `BIRD 2.0.12 ready.`.
-    pub greeting: String,
+/// A command fit to send: one line, not empty.
+pub fn check_command(cmd: &str) -> Result<(), ControlError> {
+    if cmd.contains(['\n', '\r']) || cmd.trim().is_empty() {
+        return Err(ControlError::InvalidArgument(cmd.to_string()));
+    }
+    Ok(())
 }
 
-impl BirdClient {
-    /// Connects and reads the greeting, each within [`DEFAULT_TIMEOUT`].
-    pub async fn connect(path: &Path) -> Result<Self, ControlError> {
-        Self::connect_with_timeout(path, DEFAULT_TIMEOUT).await
-    }
-
-    pub async fn connect_with_timeout(
-        path: &Path,
-        timeout: Duration,
-    ) -> Result<Self, ControlError> {
-        let connect = |source| ControlError::Connect {
-            path: path.to_path_buf(),
-            source,
-        };
-        let stream = tokio::time::timeout(timeout, UnixStream::connect(path))
-            .await
-            .map_err(|_| connect(io::Error::new(io::ErrorKind::TimedOut, "timed out")))?
-            .map_err(connect)?;
-        let (r, w) = stream.into_split();
-        let mut client = BirdClient {
-            reader: BufReader::new(r),
-            writer: w,
-            timeout,
-            greeting: String::new(),
-        };
-        let hello = client.read_reply("the greeting").await?;
-        match hello.lines.first() {
-            Some((CODE_WELCOME, text)) => client.greeting = text.clone(),
-            _ => return Err(ControlError::Protocol(format!("{:?}", hello.lines))),
-        }
-        Ok(client)
-    }
-
-    /// Sends one command and reads its reply. A reply containing a code >= 8000 is an error
-    /// carrying BIRD's text.
-    pub async fn command(&mut self, cmd: &str) -> Result<Reply, ControlError> {
-        if cmd.contains(['\n', '\r']) || cmd.trim().is_empty() {
-            return Err(ControlError::InvalidArgument(cmd.to_string()));
-        }
-        let line = format!("{cmd}\n");
-        tokio::time::timeout(self.timeout, self.writer.write_all(line.as_bytes()))
-            .await
-            .map_err(|_| ControlError::Timeout {
-                what: cmd.to_string(),
-                timeout: self.timeout,
-            })??;
-        let reply = self.read_reply(cmd).await?;
-        if let Some((code, text)) = reply.lines.iter().find(|(c, _)| *c >= 8000) {
-            return Err(ControlError::Bird {
-                command: cmd.to_string(),
-                code: *code,
-                text: text.clone(),
-            });
-        }
-        Ok(reply)
-    }
-
-    async fn read_reply(&mut self, what: &str) -> Result<Reply, ControlError> {
-        let timeout = self.timeout;
-        let read = async {
-            let mut b = ReplyBuilder::default();
-            let mut buf = String::new();
-            loop {
-                buf.clear();
-                if self.reader.read_line(&mut buf).await? == 0 {
-                    return Err(ControlError::Closed(what.to_string()));
-                }
-                let line = buf.strip_suffix('\n').unwrap_or(&buf);
-                if b.push(parse_reply_line(line)?)? {
-                    return Ok(b.finish());
-                }
-            }
-        };
-        tokio::time::timeout(timeout, read)
-            .await
-            .map_err(|_| ControlError::Timeout {
-                what: what.to_string(),
-                timeout,
-            })?
-    }
-
-    pub async fn show_protocols(&mut self) -> Result<Vec<ProtocolStatus>, ControlError> {
-        Ok(parse_protocols(&self.command("show protocols").await?))
-    }
-
-    /// Status of one protocol, [`ControlError::NoSuchProtocol`] if BIRD has none by that name.
-    pub async fn protocol(&mut self, name: &str) -> Result<ProtocolStatus, ControlError> {
-        check_symbol(name)?;
-        // The quoted form is a pattern: an unknown name gives 8003 instead of a parse error.
-        let reply = self
-            .command(&format!("show protocols \"{name}\""))
-            .await
-            .map_err(|e| no_such_protocol(e, name))?;
-        parse_protocols(&reply)
-            .into_iter()
-            .find(|p| p.name == name)
-            .ok_or_else(|| ControlError::NoSuchProtocol(name.to_string()))
-    }
-
-    /// BGP state of one BGP protocol.
-    pub async fn bgp_state(&mut self, protocol: &str) -> Result<BgpState, ControlError> {
-        let p = self.protocol(protocol).await?;
-        p.bgp_state()
-            .ok_or_else(|| ControlError::InvalidArgument(format!("{protocol} is a {}", p.proto)))
-    }
-
-    /// Re-reads the config file BIRD was started with (`configure`).
-    pub async fn configure(&mut self) -> Result<ConfigureOutcome, ControlError> {
-        Ok(ConfigureOutcome::from_reply(
-            &self.command("configure").await?,
-        ))
-    }
-
-    /// Asks the running BIRD to parse its config file without applying it (`configure check`,
-    /// reply 0020). A file that does not parse is `Err` with code 8002.
-    pub async fn configure_check(&mut self) -> Result<(), ControlError> {
-        let reply = self.command("configure check").await?;
-        match reply.final_code() {
-            Some(20) => Ok(()),
-            _ => Err(ControlError::Protocol(format!("{:?}", reply.lines))),
-        }
-    }
-
-    /// Networks that pass the export filter of `protocol` (`show route export <p>`, which works
-    /// on BIRD 2.0.12 as does `exported`).
-    pub async fn exported_prefixes(&mut self, protocol: &str) -> Result<Vec<IpNet>, ControlError> {
-        self.protocol_routes("export", protocol).await
-    }
-
-    /// Networks imported by `protocol` (`show route protocol <p>`), e.g. what a peer sent.
-    pub async fn imported_prefixes(&mut self, protocol: &str) -> Result<Vec<IpNet>, ControlError> {
-        self.protocol_routes("protocol", protocol).await
-    }
-
-    /// State and negotiated capabilities of one BGP protocol (`show protocols all`).
-    pub async fn bgp_detail(&mut self, name: &str) -> Result<BgpDetail, ControlError> {
-        check_symbol(name)?;
-        let reply = self
-            .command(&format!("show protocols all \"{name}\""))
-            .await
-            .map_err(|e| no_such_protocol(e, name))?;
-        if !parse_protocols(&reply).iter().any(|p| p.name == name) {
-            return Err(ControlError::NoSuchProtocol(name.to_string()));
-        }
-        Ok(parse_bgp_detail(&reply))
-    }
-
-    /// BFD sessions of every BFD protocol (`show bfd sessions`).
-    pub async fn bfd_sessions(&mut self) -> Result<Vec<BfdSession>, ControlError> {
-        Ok(parse_bfd_sessions(
-            &self.command("show bfd sessions").await?,
-        ))
-    }
-
-    async fn protocol_routes(
-        &mut self,
-        keyword: &str,
-        protocol: &str,
-    ) -> Result<Vec<IpNet>, ControlError> {
-        check_symbol(protocol)?;
-        let reply = self
-            .command(&format!("show route {keyword} {protocol}"))
-            .await
-            .map_err(|e| no_such_protocol(e, protocol))?;
-        Ok(parse_route_prefixes(&reply))
+/// The greeting text of BIRD's first reply (`BIRD 2.0.12 ready.`).
+pub fn greeting(hello: &Reply) -> Result<String, ControlError> {
+    match hello.lines.first() {
+        Some((CODE_WELCOME, text)) => Ok(text.clone()),
+        _ => Err(ControlError::Protocol(format!("{:?}", hello.lines))),
     }
 }
 
-fn no_such_protocol(e: ControlError, name: &str) -> ControlError {
+/// A reply containing a code >= 8000 is an error carrying BIRD's text.
+pub fn reply_result(cmd: &str, reply: Reply) -> Result<Reply, ControlError> {
+    if let Some((code, text)) = reply.lines.iter().find(|(c, _)| *c >= 8000) {
+        return Err(ControlError::Bird {
+            command: cmd.to_string(),
+            code: *code,
+            text: text.clone(),
+        });
+    }
+    Ok(reply)
+}
+
+/// `show protocols "<name>"`: the quoted form is a pattern, so an unknown
+/// name gives 8003 instead of a parse error.
+pub fn protocol_command(name: &str) -> Result<String, ControlError> {
+    check_symbol(name)?;
+    Ok(format!("show protocols \"{name}\""))
+}
+
+/// `show protocols all "<name>"`.
+pub fn protocol_detail_command(name: &str) -> Result<String, ControlError> {
+    check_symbol(name)?;
+    Ok(format!("show protocols all \"{name}\""))
+}
+
+/// `show route export <p>` (`keyword` = `export`) or `show route protocol <p>`.
+pub fn routes_command(keyword: &str, protocol: &str) -> Result<String, ControlError> {
+    check_symbol(protocol)?;
+    Ok(format!("show route {keyword} {protocol}"))
+}
+
+/// The row of `name` in a `show protocols` reply.
+pub fn find_protocol(reply: &Reply, name: &str) -> Result<ProtocolStatus, ControlError> {
+    parse_protocols(reply)
+        .into_iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| ControlError::NoSuchProtocol(name.to_string()))
+}
+
+/// BIRD's way of saying a protocol does not exist, as [`ControlError::NoSuchProtocol`].
+pub fn no_such_protocol(e: ControlError, name: &str) -> ControlError {
     match e {
         ControlError::Bird { code, ref text, .. }
             if code == CODE_NO_PROTOCOLS_MATCH
@@ -874,6 +751,43 @@ mod tests {
         assert!(check_symbol("tor_a\nshutdown").is_err());
         assert!(check_symbol("tor a").is_err());
         assert!(check_symbol("1tor").is_err());
+    }
+
+    #[test]
+    fn greeting_errors_and_commands_without_a_socket() {
+        let hello = parse_reply("0001 BIRD 2.0.12 ready.\n").unwrap();
+        assert_eq!(greeting(&hello).unwrap(), "BIRD 2.0.12 ready.");
+        assert!(matches!(
+            greeting(&parse_reply("0003 Reconfigured\n").unwrap()),
+            Err(ControlError::Protocol(_))
+        ));
+        let bad = parse_reply(CONFIGURE_BAD).unwrap();
+        match reply_result("configure", bad) {
+            Err(ControlError::Bird {
+                code: 8002, text, ..
+            }) => {
+                assert!(text.contains("syntax error"), "{text}")
+            }
+            other => panic!("expected 8002, got {other:?}"),
+        }
+        assert!(reply_result("configure", parse_reply(CONFIGURE_OK).unwrap()).is_ok());
+        assert!(check_command("show protocols\nshutdown").is_err());
+        assert!(check_command("  ").is_err());
+        assert_eq!(
+            protocol_command("tor_a").unwrap(),
+            "show protocols \"tor_a\""
+        );
+        assert!(protocol_detail_command("tor_a\"; down").is_err());
+        assert_eq!(
+            routes_command("export", "tor_b").unwrap(),
+            "show route export tor_b"
+        );
+        let all = parse_reply(SHOW_PROTOCOLS).unwrap();
+        assert_eq!(find_protocol(&all, "tor_b").unwrap().state, "flush");
+        assert!(matches!(
+            find_protocol(&all, "tor_c"),
+            Err(ControlError::NoSuchProtocol(_))
+        ));
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The host BIRD 2 speaker: render its config, check it with BIRD's parser, swap it in, and
-//! talk to the running daemon over its control socket.
+//! The host BIRD 2 speaker: render its config, check it with BIRD's parser, and speak its
+//! control protocol (commands and the parsing of replies; the socket itself is in system/).
 
 pub mod check;
 pub mod control;
@@ -10,13 +10,13 @@ pub mod render;
 
 pub use check::{BirdCheckError, CheckError};
 pub use control::{
-    BfdSession, BgpDetail, BgpState, BirdClient, Capabilities, ConfigureOutcome, ControlError,
-    ProtocolStatus, Reply, RestartCapability,
+    BfdSession, BgpDetail, BgpState, Capabilities, ConfigureOutcome, ControlError, ProtocolStatus,
+    Reply, RestartCapability,
 };
 pub use params::{
     BfdParams, BgpTimers, BirdParams, BirdUplink, CalicoPeer, GracefulRestartParams, LogTarget,
 };
-pub use render::{bird_identifier, redact, render, render_with, uplink_sessions, RenderError};
+pub use render::{bird_identifier, redact, render, uplink_sessions, RenderError};
 
 #[cfg(test)]
 mod fixtures;

@@ -22,12 +22,13 @@ use ipnet::IpNet;
 use underlay_testkit::{require_tools, BirdUser, BIRD};
 
 use crate::bgp::check::CheckError;
-use crate::bgp::control::{BgpState, BirdClient, ConfigureOutcome};
+use crate::bgp::control::{BgpState, ConfigureOutcome};
 use crate::bgp::fixtures;
 use crate::bgp::params::BirdParams;
 use crate::bgp::render::{render, uplink_sessions, EMBEDDED_TEMPLATE, TEMPLATE_NAME};
 use crate::system::files::{self, Durability, WriteSpec};
 use crate::system::linux::bird::parse_check;
+use crate::system::linux::bird_ctl::BirdClient;
 
 const TOR_FAST_TIMERS: &str =
     "hold time 9; keepalive time 3; connect delay time 1; connect retry time 2;";
@@ -282,8 +283,8 @@ async fn broken_override_reports_bird_line() {
         1,
     );
     assert_ne!(broken, EMBEDDED_TEMPLATE);
-    std::fs::write(dir.path().join(TEMPLATE_NAME), broken).unwrap();
-    let text = render(&fixtures::two_uplinks_v4(), Some(dir.path())).unwrap();
+    std::fs::write(dir.path().join(TEMPLATE_NAME), &broken).unwrap();
+    let text = render(&fixtures::two_uplinks_v4(), Some(("override", &broken))).unwrap();
     let expected_line = text
         .lines()
         .position(|l| l.contains("bogus statement 65101;"))

@@ -1,13 +1,11 @@
 //! Renders the host BIRD 2 configuration from [`BirdParams`].
 //!
 //! The template ships inside the binary; an operator may replace it with
-//! `<override_dir>/bird.conf.j2`. Rendering is strict: a template that names an unknown
+//! `<templates_dir>/bird.conf.j2`, which the caller reads and passes in (no I/O here). Rendering is strict: a template that names an unknown
 //! variable fails with the template and line instead of silently printing nothing.
 
 use std::collections::BTreeSet;
-use std::io;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
@@ -27,8 +25,6 @@ pub const EMBEDDED_TEMPLATE: &str = include_str!("templates/bird.conf.j2");
 pub enum RenderError {
     #[error("bird params: {field}: {reason}")]
     Invalid { field: String, reason: String },
-    #[error("reading template override {path}: {source}")]
-    Override { path: PathBuf, source: io::Error },
     #[error("template {template}{}: {message}", line.map(|l| format!(" line {l}")).unwrap_or_default())]
     Template {
         /// `embedded bird.conf.j2` or the override's path.
@@ -52,30 +48,10 @@ pub fn uplink_sessions(p: &BirdParams) -> Vec<String> {
     sessions(p).into_iter().map(|s| s.name).collect()
 }
 
-/// Renders the configuration; `override_dir/bird.conf.j2`, when present, replaces the embedded
-/// template.
-pub fn render(p: &BirdParams, override_dir: Option<&Path>) -> Result<String, RenderError> {
-    let ctx = context(p)?;
-    let (source, label) = match override_dir.map(|d| d.join(TEMPLATE_NAME)) {
-        Some(path) if path.exists() => {
-            let text = std::fs::read_to_string(&path).map_err(|source| RenderError::Override {
-                path: path.clone(),
-                source,
-            })?;
-            (text, path.display().to_string())
-        }
-        _ => (
-            EMBEDDED_TEMPLATE.to_string(),
-            format!("embedded {TEMPLATE_NAME}"),
-        ),
-    };
-    render_template(&label, source, &ctx)
-}
-
-/// Renders with a template the caller already read (the engine reads the
-/// override below `--root` during observation, keeping planning pure):
-/// `Some((label, text))` replaces the embedded template.
-pub fn render_with(p: &BirdParams, template: Option<(&str, &str)>) -> Result<String, RenderError> {
+/// Renders the configuration. `template`, `Some((label, text))`, replaces the
+/// embedded template: the caller reads the operator's override (the engine
+/// does, through the system layer, below `--root`), so rendering stays pure.
+pub fn render(p: &BirdParams, template: Option<(&str, &str)>) -> Result<String, RenderError> {
     let ctx = context(p)?;
     match template {
         Some((label, text)) => render_template(label, text.to_string(), &ctx),
@@ -420,7 +396,7 @@ mod tests {
         for (name, p) in fixtures::variants() {
             let text = render(&p, None).unwrap();
             if update {
-                std::fs::write(Path::new(GOLDEN_DIR).join(name), &text).unwrap();
+                std::fs::write(std::path::Path::new(GOLDEN_DIR).join(name), &text).unwrap();
             } else {
                 assert_eq!(text, golden(name), "{name} differs from its golden file");
             }
@@ -535,45 +511,37 @@ mod tests {
 
     #[test]
     fn strict_undefined_names_template_and_line() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join(TEMPLATE_NAME),
-            "# ok\nrouter id {{ router_id }};\n{{ no_such_var }}\n",
-        )
-        .unwrap();
-        let e = render(&fixtures::two_uplinks_v4(), Some(dir.path())).unwrap_err();
+        let label = "/etc/underlay/templates/bird.conf.j2";
+        let text = "# ok\nrouter id {{ router_id }};\n{{ no_such_var }}\n";
+        let e = render(&fixtures::two_uplinks_v4(), Some((label, text))).unwrap_err();
         match &e {
             RenderError::Template { template, line, .. } => {
-                assert!(template.ends_with("bird.conf.j2"), "{template}");
+                assert_eq!(template, label);
                 assert_eq!(*line, Some(3));
             }
             other => panic!("expected Template, got {other:?}"),
         }
         assert!(e.to_string().contains("line 3"), "{e}");
         // Attribute lookups on known objects are strict too.
-        std::fs::write(dir.path().join(TEMPLATE_NAME), "{{ timers.nope }}\n").unwrap();
         assert!(matches!(
-            render(&fixtures::two_uplinks_v4(), Some(dir.path())),
+            render(
+                &fixtures::two_uplinks_v4(),
+                Some((label, "{{ timers.nope }}\n"))
+            ),
             Err(RenderError::Template { line: Some(1), .. })
         ));
     }
 
     #[test]
-    fn override_replaces_embedded_and_missing_override_falls_back() {
-        let dir = tempfile::tempdir().unwrap();
+    fn a_given_template_replaces_the_embedded_one() {
         let p = fixtures::two_uplinks_v4();
         assert_eq!(
-            render(&p, Some(dir.path())).unwrap(),
-            render(&p, None).unwrap()
-        );
-        std::fs::write(
-            dir.path().join(TEMPLATE_NAME),
-            "router id {{ router_id }};\n",
-        )
-        .unwrap();
-        assert_eq!(
-            render(&p, Some(dir.path())).unwrap(),
+            render(&p, Some(("override", "router id {{ router_id }};\n"))).unwrap(),
             "router id 10.9.0.1;\n"
+        );
+        assert_eq!(
+            render(&p, Some(("override", EMBEDDED_TEMPLATE))).unwrap(),
+            render(&p, None).unwrap()
         );
     }
 }

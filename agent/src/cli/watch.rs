@@ -10,7 +10,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use sha2::{Digest, Sha256};
 
 use underlay::desired::Desired;
 use underlay::engine;
@@ -161,10 +160,7 @@ impl<'a> FileInputs<'a> {
     }
 
     fn hashes(&self) -> Vec<Option<[u8; 32]>> {
-        self.paths()
-            .iter()
-            .map(|p| std::fs::read(p).ok().map(|b| Sha256::digest(&b).into()))
-            .collect()
+        self.paths().iter().map(|p| files::digest(p)).collect()
     }
 
     /// Also watch the files this profile makes the engine read.

@@ -1,73 +1,62 @@
-//! Gathers a [`Snapshot`]: the only part of the doctor that does I/O, and all
-//! of it read-only. Network facts come from the current network namespace
-//! (the CLI has entered `--netns`); files come from below `--root`.
-//!
-//! Per-thread views on purpose: `/proc/thread-self/net/*` and
-//! `/proc/thread-self/ns/net` follow the calling thread's namespace, so the
-//! doctor also works from a thread that entered a namespace with setns.
+//! Gathers a [`Snapshot`] through the caller's [`System`]: the same netlink
+//! socket, `--root` and `--state` as every other verb, and no I/O of its own
+//! (the host-specific reads are [`crate::system::inspect::Inspect`]'s). All
+//! of it is read-only. Network facts come from the namespace the system was
+//! opened in (the CLI has entered `--netns`); files come from below `--root`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-
-use futures_util::TryStreamExt;
-use rtnetlink::packet_route::link::{InfoData, InfoVxlan, LinkAttribute, LinkInfo};
 
 use super::checks::{KUBELET_FILES, NETWORKD_CONF, NETWORKD_CONF_D};
 use super::parse;
 use super::snapshot::{
-    Address, BirdProcess, BirdSessions, Expect, ExpectedUplink, Link, Listener, Snapshot, TorPeer,
+    Address, BirdProcess, BirdSessions, Expect, ExpectedUplink, Link, Listener, Snapshot,
+    StateFacts, TorPeer,
 };
-use super::DoctorOptions;
 use crate::desired::{Desired, Family};
-use crate::nft::{NatMode, NftExec};
+use crate::nft::NatMode;
 use crate::observed::ObservedLink;
-use crate::system::files::under_root;
-use crate::system::linux::{LinuxSystem, DEFAULT_STATE_PATH};
-use crate::system::{BirdProtocol, Query, System};
+use crate::state::State;
+use crate::system::inspect::ProcessInfo;
+use crate::system::{Query, System};
 
-pub fn collect(opts: &DoctorOptions) -> (Snapshot, Option<Expect>) {
+pub fn collect(sys: &mut dyn System, desired: Option<&Desired>) -> (Snapshot, Option<Expect>) {
     let mut s = Snapshot::default();
-    let mut sys = match LinuxSystem::new(&opts.root, Path::new(DEFAULT_STATE_PATH), opts.in_netns) {
-        Ok(sys) => Some(sys),
-        Err(e) => {
-            s.notes.push(format!("netlink: {e}"));
-            None
-        }
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a current-thread runtime builds");
+    let state = read_state(&mut s, sys);
 
     let mut observed_links: Vec<ObservedLink> = Vec::new();
-    if let Some(sys) = sys.as_mut() {
-        match sys.links() {
-            Ok(l) => observed_links = l,
-            Err(e) => s.notes.push(format!("links: {e}")),
-        }
-        match sys.observe(
-            observed_links.clone(),
-            crate::state::State::new(),
-            &Query::default(),
-        ) {
-            Ok(o) => {
-                s.addresses = o
-                    .addresses
-                    .into_iter()
-                    .map(|a| Address {
-                        index: a.index,
-                        ifname: a.ifname,
-                        prefix: a.prefix,
-                        scope: a.scope,
-                    })
-                    .collect()
-            }
-            Err(e) => s.notes.push(format!("addresses: {e}")),
-        }
+    match sys.links() {
+        Ok(l) => observed_links = l,
+        Err(e) => s.notes.push(format!("links: {e}")),
     }
-    s.links = match rt.block_on(link_kinds()) {
-        Ok(l) => l,
+    match sys.observe(observed_links.clone(), state, &Query::default()) {
+        Ok(o) => {
+            s.addresses = o
+                .addresses
+                .into_iter()
+                .map(|a| Address {
+                    index: a.index,
+                    ifname: a.ifname,
+                    prefix: a.prefix,
+                    scope: a.scope,
+                })
+                .collect()
+        }
+        Err(e) => s.notes.push(format!("addresses: {e}")),
+    }
+    s.links = match sys.inspect().link_kinds() {
+        Ok(l) => l
+            .into_iter()
+            .map(|l| Link {
+                // A VXLAN link created without a port uses the kernel's default.
+                vxlan_port: l
+                    .vxlan_port
+                    .or((l.kind.as_deref() == Some("vxlan")).then_some(crate::nft::VXLAN_PORT)),
+                index: l.index,
+                name: l.name,
+                kind: l.kind,
+            })
+            .collect(),
         Err(e) => {
             s.notes.push(format!("link kinds: {e}"));
             observed_links
@@ -82,19 +71,17 @@ pub fn collect(opts: &DoctorOptions) -> (Snapshot, Option<Expect>) {
         }
     };
 
-    let expect = opts
-        .desired
-        .as_ref()
-        .map(|d| expect_of(d, sys.as_mut(), &observed_links));
+    let expect = desired.map(|d| expect_of(d, sys, &observed_links));
 
-    read_sysctls(&mut s);
-    read_firewall(&mut s);
-    read_conntrack(&mut s);
-    read_listeners(&mut s);
-    read_birds(&mut s, &opts.root);
-    read_files(&mut s, &opts.root);
+    read_sysctls(&mut s, sys);
+    read_firewall(&mut s, sys);
+    read_conntrack(&mut s, sys);
+    let processes = sys.inspect().processes();
+    read_listeners(&mut s, sys, &processes);
+    read_birds(&mut s, sys, &processes);
+    read_files(&mut s, sys);
 
-    if let (Some(e), Some(sys)) = (&expect, sys.as_mut()) {
+    if let Some(e) = &expect {
         if let Some((table, _)) = e.host_table {
             s.host_nexthops = Some(
                 sys.default_nexthops(table, Family::Ipv4)
@@ -113,7 +100,7 @@ pub fn collect(opts: &DoctorOptions) -> (Snapshot, Option<Expect>) {
                 }
             }
             s.bird_sessions.push(BirdSessions {
-                socket: under_root(&opts.root, sock),
+                socket: sys.real_path(sock),
                 owner: "profile".into(),
                 protocols,
             });
@@ -123,14 +110,10 @@ pub fn collect(opts: &DoctorOptions) -> (Snapshot, Option<Expect>) {
     let known: Vec<PathBuf> = s.bird_sessions.iter().map(|b| b.socket.clone()).collect();
     let birds = s.birds.clone();
     for b in birds {
-        let same = known.iter().any(|k| {
-            k == &b.socket
-                || matches!((k.canonicalize(), b.socket.canonicalize()), (Ok(x), Ok(y)) if x == y)
-        });
-        if same {
+        if known.iter().any(|k| sys.inspect().same_file(k, &b.socket)) {
             continue;
         }
-        match rt.block_on(protocols(&b.socket)) {
+        match sys.inspect().bird_protocols_at(&b.socket) {
             Ok(p) => s.bird_sessions.push(BirdSessions {
                 socket: b.socket.clone(),
                 owner: format!("{} pid {}", b.comm, b.pid),
@@ -147,7 +130,33 @@ pub fn collect(opts: &DoctorOptions) -> (Snapshot, Option<Expect>) {
     (s, expect)
 }
 
-fn expect_of(d: &Desired, sys: Option<&mut LinuxSystem>, links: &[ObservedLink]) -> Expect {
+/// The state file `--state` names (below `--root`) and the safe apply's
+/// checkpoint beside it; the parsed state (empty when unusable) is what
+/// observation is given, as a converge would.
+fn read_state(s: &mut Snapshot, sys: &mut dyn System) -> State {
+    let (path, text) = sys.inspect().state_text();
+    let parsed = match text {
+        Ok(None) => Ok(None),
+        Ok(Some(t)) => State::parse(&t).map(Some).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let checkpoint = match sys.load_checkpoint() {
+        Ok(c) => c.is_some(),
+        Err(e) => {
+            s.notes.push(format!("checkpoint: {e}"));
+            false
+        }
+    };
+    let state = parsed.clone().ok().flatten().unwrap_or_default();
+    s.state = Some(StateFacts {
+        path,
+        state: parsed,
+        checkpoint,
+    });
+    state
+}
+
+fn expect_of(d: &Desired, sys: &mut dyn System, links: &[ObservedLink]) -> Expect {
     let mut e = Expect {
         service_ipv4: Some(d.service_ipv4.addr()),
         service_ipv6: d.service_ipv6.map(|n| n.addr()),
@@ -173,10 +182,7 @@ fn expect_of(d: &Desired, sys: Option<&mut LinuxSystem>, links: &[ObservedLink])
             .is_some_and(|g| g.long_lived_stale_time.is_some()),
         ..Expect::default()
     };
-    let inputs = match sys {
-        Some(sys) => crate::engine::read_bgp_inputs(sys, d).unwrap_or_default(),
-        None => crate::plan::BgpInputs::default(),
-    };
+    let inputs = crate::engine::read_bgp_inputs(sys, d).unwrap_or_default();
     match crate::plan::resolve(d, links, &inputs) {
         Ok(t) => {
             e.uplinks = t
@@ -218,119 +224,42 @@ fn expect_of(d: &Desired, sys: Option<&mut LinuxSystem>, links: &[ObservedLink])
     e
 }
 
-async fn link_kinds() -> Result<Vec<Link>, String> {
-    let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| e.to_string())?;
-    let task = tokio::spawn(conn);
-    let msgs: Vec<_> = handle
-        .link()
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| e.to_string())?;
-    task.abort();
-    let mut out = Vec::new();
-    for m in msgs {
-        let mut link = Link {
-            index: m.header.index,
-            name: String::new(),
-            kind: None,
-            vxlan_port: None,
-        };
-        for a in &m.attributes {
-            match a {
-                LinkAttribute::IfName(n) => link.name = n.clone(),
-                LinkAttribute::LinkInfo(infos) => {
-                    for i in infos {
-                        match i {
-                            LinkInfo::Kind(k) => link.kind = Some(k.to_string()),
-                            LinkInfo::Data(InfoData::Vxlan(v)) => {
-                                link.vxlan_port = v.iter().find_map(|x| match x {
-                                    InfoVxlan::Port(p) => Some(*p),
-                                    _ => None,
-                                });
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        if link.kind.as_deref() == Some("vxlan") && link.vxlan_port.is_none() {
-            link.vxlan_port = Some(crate::nft::VXLAN_PORT);
-        }
-        out.push(link);
-    }
-    out.sort_by_key(|l| l.index);
-    Ok(out)
-}
-
-fn read_sysctls(s: &mut Snapshot) {
+fn read_sysctls(s: &mut Snapshot, sys: &mut dyn System) {
     let mut names: Vec<String> = vec!["all".into(), "default".into()];
     names.extend(s.links.iter().map(|l| l.name.clone()));
     for n in names {
-        let key = format!("net.ipv4.conf.{n}.rp_filter");
-        let path = format!("/proc/sys/net/ipv4/conf/{n}/rp_filter");
-        if let Ok(v) = std::fs::read_to_string(&path) {
-            s.sysctls.insert(key, v.trim().to_string());
+        if let Some(v) = sys
+            .inspect()
+            .proc_sys(&format!("net/ipv4/conf/{n}/rp_filter"))
+        {
+            s.sysctls.insert(format!("net.ipv4.conf.{n}.rp_filter"), v);
         }
     }
 }
 
-/// Runs a read-only tool; `Err` carries why it could not (missing, failed).
-fn tool(program: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(program)
-        .args(args)
-        .env("LC_ALL", "C")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "`{program} {}` failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn read_firewall(s: &mut Snapshot) {
-    let mut tools = vec!["iptables-save", "ip6tables-save"];
-    // Legacy x_tables in use next to iptables-nft: read them too. Checking the
-    // names file first avoids loading legacy modules on hosts without them.
-    let legacy = std::fs::read_to_string("/proc/thread-self/net/ip_tables_names")
-        .is_ok_and(|t| !t.trim().is_empty());
-    if legacy {
-        tools.push("iptables-legacy-save");
-    }
-    for t in tools {
-        match tool(t, &[]) {
-            Ok(text) => s.iptables.push((t.to_string(), text)),
+fn read_firewall(s: &mut Snapshot, sys: &mut dyn System) {
+    for (t, out) in sys.inspect().iptables_dumps() {
+        match out {
+            Ok(text) => s.iptables.push((t, text)),
             Err(e) => s.notes.push(e),
         }
     }
-    match crate::system::nft::NftCommand::new().run(&["-j", "list", "ruleset"], None) {
+    match sys.inspect().nft_ruleset() {
         Ok(text) => match serde_json::from_str(&text) {
             Ok(v) => s.nft_ruleset = Some(v),
             Err(e) => s
                 .notes
                 .push(format!("nft -j list ruleset: unreadable JSON: {e}")),
         },
-        Err(e) => s.notes.push(e.to_string()),
+        Err(e) => s.notes.push(e),
     }
 }
 
-fn read_conntrack(s: &mut Snapshot) {
+fn read_conntrack(s: &mut Snapshot, sys: &mut dyn System) {
     let mut text = String::new();
     let mut ok = false;
-    for args in [
-        &["-L", "--src-nat"][..],
-        &["-L", "-f", "ipv6", "--src-nat"][..],
-    ] {
-        match tool("conntrack", args) {
+    for fam in [Family::Ipv4, Family::Ipv6] {
+        match sys.inspect().conntrack_snat(fam) {
             Ok(t) => {
                 ok = true;
                 text.push_str(&t);
@@ -343,64 +272,31 @@ fn read_conntrack(s: &mut Snapshot) {
     }
 }
 
-fn netns_id(pid: &str) -> Option<PathBuf> {
-    std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()
-}
-
-/// Pids of processes in this thread's network namespace.
-fn same_netns_pids() -> Vec<u32> {
-    let Ok(me) = std::fs::read_link("/proc/thread-self/ns/net") else {
-        return Vec::new();
-    };
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
-        .filter(|pid| netns_id(&pid.to_string()).as_ref() == Some(&me))
-        .collect()
-}
-
-fn comm(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .map(|c| c.trim().to_string())
-        .unwrap_or_default()
-}
-
-fn read_listeners(s: &mut Snapshot) {
+fn read_listeners(s: &mut Snapshot, sys: &mut dyn System, processes: &[ProcessInfo]) {
     let mut socks = Vec::new();
-    for (file, fam) in [("tcp", Family::Ipv4), ("tcp6", Family::Ipv6)] {
-        match std::fs::read_to_string(format!("/proc/thread-self/net/{file}")) {
+    for fam in [Family::Ipv4, Family::Ipv6] {
+        match sys.inspect().tcp_table(fam) {
             Ok(t) => socks.extend(parse::proc_net_tcp(&t, fam)),
-            Err(e) => s.notes.push(format!("/proc/net/{file}: {e}")),
+            Err(e) => s.notes.push(e),
         }
     }
+    s.listeners = listeners(socks, processes);
+}
+
+/// Each listening socket with the processes holding it (pure).
+fn listeners(socks: Vec<(std::net::IpAddr, u16, u64)>, processes: &[ProcessInfo]) -> Vec<Listener> {
     let mut owners: BTreeMap<u64, Vec<(u32, String)>> = BTreeMap::new();
-    let wanted: std::collections::BTreeSet<u64> = socks.iter().map(|(_, _, i)| *i).collect();
-    for pid in same_netns_pids() {
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-            continue;
-        };
-        for fd in fds.filter_map(|f| f.ok()) {
-            let Ok(target) = std::fs::read_link(fd.path()) else {
-                continue;
-            };
-            let t = target.to_string_lossy();
-            if let Some(inode) = t
-                .strip_prefix("socket:[")
-                .and_then(|r| r.strip_suffix(']'))
-                .and_then(|n| n.parse::<u64>().ok())
-            {
-                if wanted.contains(&inode) {
-                    let entry = owners.entry(inode).or_default();
-                    if !entry.iter().any(|(p, _)| *p == pid) {
-                        entry.push((pid, comm(pid)));
-                    }
+    for p in processes {
+        for inode in &p.sockets {
+            if socks.iter().any(|(_, _, i)| i == inode) {
+                let entry = owners.entry(*inode).or_default();
+                if !entry.iter().any(|(pid, _)| *pid == p.pid) {
+                    entry.push((p.pid, p.comm.clone()));
                 }
             }
         }
     }
-    s.listeners = socks
+    socks
         .into_iter()
         .map(|(addr, port, inode)| Listener {
             addr,
@@ -408,7 +304,7 @@ fn read_listeners(s: &mut Snapshot) {
             inode,
             owners: owners.remove(&inode).unwrap_or_default(),
         })
-        .collect();
+        .collect()
 }
 
 fn arg_after(args: &[String], flag: &str) -> Option<String> {
@@ -424,68 +320,52 @@ fn arg_after(args: &[String], flag: &str) -> Option<String> {
         })
 }
 
-/// A path as process `pid` sees it: relative to its cwd, absolute through its
-/// root (its mount namespace), falling back to our own view.
-fn process_path(pid: u32, p: &str) -> (PathBuf, Vec<PathBuf>) {
-    let path = PathBuf::from(p);
+/// A path in a process's arguments, made absolute from its cwd.
+fn process_path(p: &ProcessInfo, arg: &str) -> PathBuf {
+    let path = PathBuf::from(arg);
     if path.is_absolute() {
-        let via_root = PathBuf::from(format!("/proc/{pid}/root"))
-            .join(path.strip_prefix("/").unwrap_or(&path));
-        (path.clone(), vec![via_root, path])
+        path
     } else {
-        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
-        let abs = cwd.join(&path);
-        (
-            abs.clone(),
-            vec![PathBuf::from(format!("/proc/{pid}/cwd")).join(&path), abs],
-        )
+        p.cwd.join(path)
     }
 }
 
-fn read_birds(s: &mut Snapshot, root: &Path) {
-    for pid in same_netns_pids() {
-        let c = comm(pid);
+fn read_birds(s: &mut Snapshot, sys: &mut dyn System, processes: &[ProcessInfo]) {
+    for p in processes {
+        let c = &p.comm;
         if !c.starts_with("bird") || c.starts_with("birdc") {
             continue;
         }
-        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = raw
-            .split(|b| *b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
         let v6 = c.ends_with('6');
-        let (config_path, candidates) = match arg_after(&args, "-c") {
-            Some(p) => process_path(pid, &p),
+        let (config_path, config) = match arg_after(&p.cmdline, "-c") {
+            Some(arg) => {
+                let path = process_path(p, &arg);
+                let text = sys.inspect().process_file(p.pid, &path);
+                (path, text)
+            }
             None => {
-                let logical = if v6 {
+                let logical = Path::new(if v6 {
                     "/etc/bird/bird6.conf"
                 } else {
                     "/etc/bird/bird.conf"
-                };
-                let p = under_root(root, Path::new(logical));
-                (p.clone(), vec![p])
+                });
+                (
+                    sys.real_path(logical),
+                    sys.read_file(logical).ok().flatten(),
+                )
             }
         };
-        let config = candidates
-            .iter()
-            .find_map(|p| std::fs::read_to_string(p).ok());
-        let socket = match arg_after(&args, "-s") {
-            Some(p) => process_path(pid, &p).0,
-            None => {
-                let logical = if v6 {
-                    "/run/bird/bird6.ctl"
-                } else {
-                    "/run/bird/bird.ctl"
-                };
-                under_root(root, Path::new(logical))
-            }
+        let socket = match arg_after(&p.cmdline, "-s") {
+            Some(arg) => process_path(p, &arg),
+            None => sys.real_path(Path::new(if v6 {
+                "/run/bird/bird6.ctl"
+            } else {
+                "/run/bird/bird.ctl"
+            })),
         };
         s.birds.push(BirdProcess {
-            pid,
-            comm: c,
+            pid: p.pid,
+            comm: c.clone(),
             config_path,
             config,
             socket,
@@ -494,41 +374,31 @@ fn read_birds(s: &mut Snapshot, root: &Path) {
     s.birds.sort_by_key(|b| b.pid);
 }
 
-fn read_files(s: &mut Snapshot, root: &Path) {
+fn read_files(s: &mut Snapshot, sys: &mut dyn System) {
     let mut logical: Vec<PathBuf> = KUBELET_FILES.iter().map(PathBuf::from).collect();
     logical.push(PathBuf::from(NETWORKD_CONF));
-    if let Ok(dir) = std::fs::read_dir(under_root(root, Path::new(NETWORKD_CONF_D))) {
-        for e in dir.filter_map(|e| e.ok()) {
-            logical.push(Path::new(NETWORKD_CONF_D).join(e.file_name()));
-        }
+    for name in sys.inspect().list_dir(Path::new(NETWORKD_CONF_D)) {
+        logical.push(Path::new(NETWORKD_CONF_D).join(name));
     }
     for p in logical {
-        if let Ok(t) = std::fs::read_to_string(under_root(root, &p)) {
+        if let Ok(Some(t)) = sys.read_file(&p) {
             s.files.insert(p, t);
         }
     }
-    s.networkd_links = read_state_dir(&under_root(root, Path::new("/run/systemd/netif/links")));
-    s.nm_devices = read_state_dir(&under_root(root, Path::new("/run/NetworkManager/devices")));
+    s.networkd_links = read_state_dir(sys, Path::new("/run/systemd/netif/links"));
+    s.nm_devices = read_state_dir(sys, Path::new("/run/NetworkManager/devices"));
 }
 
 /// Files named by ifindex.
-fn read_state_dir(dir: &Path) -> BTreeMap<u32, String> {
+fn read_state_dir(sys: &mut dyn System, dir: &Path) -> BTreeMap<u32, String> {
     let mut out = BTreeMap::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.filter_map(|e| e.ok()) {
-            let Some(index) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-                continue;
-            };
-            if let Ok(t) = std::fs::read_to_string(e.path()) {
-                out.insert(index, t);
-            }
+    for name in sys.inspect().list_dir(dir) {
+        let Ok(index) = name.parse::<u32>() else {
+            continue;
+        };
+        if let Ok(Some(t)) = sys.read_file(&dir.join(&name)) {
+            out.insert(index, t);
         }
     }
     out
-}
-
-async fn protocols(socket: &Path) -> Result<Vec<BirdProtocol>, String> {
-    crate::system::linux::bird::protocols(socket)
-        .await
-        .map_err(|e| e.to_string())
 }

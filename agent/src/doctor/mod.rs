@@ -2,7 +2,7 @@
 //! modes of docs/background.md, each with a severity, its evidence and the fix.
 //!
 //! Same shape as the rest of the agent: [`collect`] gathers raw facts into a
-//! [`Snapshot`] (the only module with I/O), [`checks`] turns a snapshot and an
+//! [`Snapshot`] through the caller's [`System`] (no I/O of its own), [`checks`] turns a snapshot and an
 //! optional profile view ([`Expect`]) into [`Finding`]s (pure), [`report`]
 //! prints them for a person or a program. Nothing here changes the host.
 
@@ -11,15 +11,16 @@ pub mod collect;
 pub mod parse;
 pub mod report;
 pub mod snapshot;
-
-use std::path::PathBuf;
+#[cfg(test)]
+mod tests;
 
 use serde::Serialize;
 
 use crate::desired::Desired;
+use crate::system::System;
 
 pub use checks::run_checks;
-pub use snapshot::{Expect, ExpectedUplink, Snapshot};
+pub use snapshot::{Expect, ExpectedUplink, Snapshot, StateFacts};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -55,29 +56,6 @@ pub struct Finding {
     pub evidence: Vec<String>,
     /// How to fix it; empty for ok and skipped findings.
     pub fix: String,
-}
-
-/// What `main` passes in; it has already entered `--netns`.
-#[derive(Debug, Clone)]
-pub struct DoctorOptions {
-    /// `--root` prefix for files (kubelet, networkd, NetworkManager, the profile's BIRD paths).
-    pub root: PathBuf,
-    /// The validated profile, when one was given: better checks (uplinks by NIC
-    /// match, service IP, host table, min_paths, BIRD socket).
-    pub desired: Option<Desired>,
-    /// Running inside `--netns`.
-    pub in_netns: bool,
-}
-
-impl Default for DoctorOptions {
-    /// The real host: root `/`, no profile, not in a namespace.
-    fn default() -> Self {
-        DoctorOptions {
-            root: PathBuf::from("/"),
-            desired: None,
-            in_netns: false,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -127,15 +105,18 @@ impl DoctorReport {
     }
 }
 
-/// Collects facts from the current network namespace and files below
-/// `opts.root`, then runs every check. Never fails: what could not be read
-/// becomes a note and the affected checks say what they could not see.
-pub fn run(opts: &DoctorOptions) -> DoctorReport {
-    let (snap, expect) = collect::collect(opts);
+/// Collects facts through `sys` (the system the caller opened with `--root`,
+/// `--state` and, inside `--netns`, in that namespace), then runs every
+/// check. Never fails: what could not be read becomes a note and the
+/// affected checks say what they could not see. `desired`, the validated
+/// profile when one was given, makes the checks sharper (uplinks by NIC
+/// match, service IP, host table, min_paths, BIRD socket).
+pub fn run(sys: &mut dyn System, desired: Option<&Desired>) -> DoctorReport {
+    let (snap, expect) = collect::collect(sys, desired);
     let findings = run_checks(&snap, expect.as_ref());
     DoctorReport {
         findings,
-        profile: opts.desired.is_some(),
+        profile: desired.is_some(),
         notes: snap.notes.clone(),
     }
 }

@@ -10,6 +10,7 @@ use ipnet::IpNet;
 
 use crate::bgp::{BfdSession, BgpDetail};
 use crate::observed::{NextHop, Scope};
+use crate::state::State;
 use crate::system::BirdProtocol;
 
 #[derive(Debug, Clone, Default)]
@@ -43,8 +44,20 @@ pub struct Snapshot {
     pub bfd_sessions: Option<Result<Vec<BfdSession>, String>>,
     /// `show protocols all <name>` of each ToR session of the profile's BIRD.
     pub bgp_details: Vec<(String, Result<BgpDetail, String>)>,
+    /// The state file `--state` names and whether a checkpoint waits beside it.
+    pub state: Option<StateFacts>,
     /// What could not be collected.
     pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateFacts {
+    /// Where it is (below --root).
+    pub path: PathBuf,
+    /// `Ok(None)`: no state file (underlay has not converged this host).
+    pub state: Result<Option<State>, String>,
+    /// A safe apply's checkpoint waits for confirmation (or a rollback).
+    pub checkpoint: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 
+use super::inspect::{Inspect, LinkKind, ProcessInfo};
 use super::{BirdProtocol, Query, System, SystemError};
 use crate::desired::{Family, RuleSpec, SysctlKey};
 use crate::observed::{NextHop, Observed, ObservedAddress, ObservedLink};
@@ -56,6 +57,30 @@ pub struct FakeSystem {
     pub live_pids: Vec<u32>,
     /// Whether the TCP probe connects.
     pub probe_ok: bool,
+    /// What [`Inspect`] reports (the doctor's view of the host).
+    pub host: FakeHost,
+}
+
+/// The host as `underlay doctor` sees it through [`Inspect`]: the text the
+/// real tools and /proc would print.
+#[derive(Debug, Clone, Default)]
+pub struct FakeHost {
+    pub link_kinds: Vec<LinkKind>,
+    /// /proc/sys by relative path.
+    pub proc_sys: BTreeMap<String, String>,
+    pub iptables: Vec<(String, Result<String, String>)>,
+    /// `None`: nft fails as if missing.
+    pub nft_ruleset: Option<String>,
+    pub conntrack: BTreeMap<Family, String>,
+    pub tcp: BTreeMap<Family, String>,
+    pub processes: Vec<ProcessInfo>,
+    /// Files by (pid, path as the process names it).
+    pub process_files: BTreeMap<(u32, PathBuf), String>,
+    /// Other BIRDs' control sockets (real paths).
+    pub bird_sockets: BTreeMap<PathBuf, Vec<BirdProtocol>>,
+    /// The state file's text as stored (a malformed one too); `None`: the
+    /// fake's `state`, serialized, or no file when that is `None` too.
+    pub state_text: Option<String>,
 }
 
 impl FakeSystem {
@@ -357,5 +382,99 @@ impl System for FakeSystem {
 
     fn in_netns(&self) -> bool {
         self.in_netns
+    }
+
+    fn inspect(&mut self) -> &mut dyn Inspect {
+        self
+    }
+}
+
+impl Inspect for FakeSystem {
+    fn link_kinds(&mut self) -> Result<Vec<LinkKind>, SystemError> {
+        if !self.host.link_kinds.is_empty() {
+            return Ok(self.host.link_kinds.clone());
+        }
+        Ok(self
+            .links
+            .iter()
+            .map(|l| LinkKind {
+                index: l.index,
+                name: l.name.clone(),
+                ..LinkKind::default()
+            })
+            .collect())
+    }
+
+    fn proc_sys(&mut self, rel: &str) -> Option<String> {
+        self.host.proc_sys.get(rel).cloned()
+    }
+
+    fn iptables_dumps(&mut self) -> Vec<(String, Result<String, String>)> {
+        self.host.iptables.clone()
+    }
+
+    fn nft_ruleset(&mut self) -> Result<String, String> {
+        self.host
+            .nft_ruleset
+            .clone()
+            .ok_or_else(|| "cannot run nft: No such file or directory (fake)".into())
+    }
+
+    fn conntrack_snat(&mut self, family: Family) -> Result<String, String> {
+        self.host
+            .conntrack
+            .get(&family)
+            .cloned()
+            .ok_or_else(|| "cannot run conntrack: No such file or directory (fake)".into())
+    }
+
+    fn tcp_table(&mut self, family: Family) -> Result<String, String> {
+        Ok(self.host.tcp.get(&family).cloned().unwrap_or_default())
+    }
+
+    fn processes(&mut self) -> Vec<ProcessInfo> {
+        self.host.processes.clone()
+    }
+
+    fn process_file(&mut self, pid: u32, path: &Path) -> Option<String> {
+        self.host
+            .process_files
+            .get(&(pid, path.to_path_buf()))
+            .cloned()
+    }
+
+    fn list_dir(&mut self, logical: &Path) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .files
+            .keys()
+            .filter(|p| p.parent() == Some(logical))
+            .filter_map(|p| p.file_name()?.to_str().map(str::to_string))
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn same_file(&mut self, a: &Path, b: &Path) -> bool {
+        a == b
+    }
+
+    fn bird_protocols_at(&mut self, socket: &Path) -> Result<Vec<BirdProtocol>, SystemError> {
+        self.host
+            .bird_sockets
+            .get(socket)
+            .cloned()
+            .ok_or_else(|| SystemError::BirdControl {
+                socket: socket.to_path_buf(),
+                message: "connecting: No such file or directory (fake)".into(),
+            })
+    }
+
+    fn state_text(&mut self) -> (PathBuf, Result<Option<String>, SystemError>) {
+        let path = self.real_path(Path::new(crate::system::linux::DEFAULT_STATE_PATH));
+        let text = match &self.host.state_text {
+            Some(t) => Some(t.clone()),
+            None => self.state.as_ref().map(State::to_text),
+        };
+        (path, Ok(text))
     }
 }

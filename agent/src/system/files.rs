@@ -30,6 +30,13 @@ pub fn read(path: &Path) -> Result<Option<String>, SystemError> {
     }
 }
 
+/// The sha256 of a file's bytes, `None` when it cannot be read: how watch
+/// mode notices an input changed (a rename into place or a symlink swap too).
+pub fn digest(path: &Path) -> Option<[u8; 32]> {
+    use sha2::Digest;
+    fs::read(path).ok().map(|b| sha2::Sha256::digest(&b).into())
+}
+
 /// How hard to try to survive a crash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -166,6 +173,20 @@ mod tests {
 
     fn meta(p: &Path) -> fs::Metadata {
         fs::metadata(p).unwrap()
+    }
+
+    #[test]
+    fn digest_follows_the_bytes_and_is_none_for_a_missing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("profile.toml");
+        assert_eq!(digest(&p), None);
+        fs::write(&p, "a = 1\n").unwrap();
+        let first = digest(&p).unwrap();
+        assert_eq!(digest(&p), Some(first));
+        // A swap by rename (what editors and config management do) shows too.
+        fs::write(dir.path().join("new"), "a = 2\n").unwrap();
+        fs::rename(dir.path().join("new"), &p).unwrap();
+        assert_ne!(digest(&p), Some(first));
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod fake;
 pub mod fake_join;
 pub mod files;
 pub mod https;
+pub mod inspect;
 pub mod join;
 pub mod linux;
 pub mod netns;
@@ -201,6 +202,9 @@ pub trait System {
     /// Running inside --netns: no systemd supervises BIRD there and nothing
     /// prepares its directories.
     fn in_netns(&self) -> bool;
+
+    /// The read-only views only diagnosis needs (`underlay doctor`).
+    fn inspect(&mut self) -> &mut dyn inspect::Inspect;
 }
 
 /// One line of BIRD's `show protocols`.

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use underlay::doctor::{DoctorOptions, DoctorReport, Severity};
+use underlay::doctor::{DoctorReport, Severity};
 use underlay_testkit::{BirdUser, BIRD};
 pub const OVERLAY_ROLE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -224,12 +224,16 @@ protocol bgp host {{
             underlay::profile::load(&self.path("role.toml"), &self.path("host.toml"))
                 .expect("the lab profile loads")
         });
-        let opts = DoctorOptions {
-            root: self.root().to_path_buf(),
-            desired,
-            in_netns: true,
-        };
-        underlay_testkit::on_thread(&self.host, move || underlay::doctor::run(&opts))
+        let root = self.root().to_path_buf();
+        underlay_testkit::on_thread(&self.host, move || {
+            let mut sys = underlay::system::linux::LinuxSystem::new(
+                &root,
+                Path::new(underlay::system::linux::DEFAULT_STATE_PATH),
+                true,
+            )
+            .expect("netlink in the lab namespace");
+            underlay::doctor::run(&mut sys, desired.as_ref())
+        })
     }
 
     /// Polls the doctor until `pred` holds (daemons converge in seconds).

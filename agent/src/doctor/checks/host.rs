@@ -275,3 +275,90 @@ pub(super) fn kubelet_node_ip(s: &Snapshot, e: Option<&Expect>) -> Finding {
         }
     }
 }
+
+/// The state file `--state` names: unusable, it stops every converge; with
+/// intents, a run was killed part-way; with a checkpoint beside it, a safe
+/// apply is still in its window (or died in it and the next apply rolls back).
+pub(super) fn underlay_state(s: &Snapshot) -> Finding {
+    let Some(facts) = &s.state else {
+        return finding(
+            UNDERLAY_STATE,
+            Severity::Skipped,
+            "the state file was not read",
+        );
+    };
+    let path = facts.path.display();
+    let st = match &facts.state {
+        Err(e) => {
+            return finding(
+                UNDERLAY_STATE,
+                Severity::Failure,
+                "underlay's state file is unusable: converge, apply and watch refuse to run",
+            )
+            .with(vec![format!("{path}: {e}")])
+            .fix(format!(
+                "Move it aside (`mv {path} {path}.bad`): underlay then owns only what carries its protocol number, and the next apply records it anew"
+            ))
+        }
+        Ok(None) => {
+            return finding(
+                UNDERLAY_STATE,
+                Severity::Skipped,
+                format!("no state file at {path}: underlay has not converged this host (or --state/--root point elsewhere)"),
+            )
+        }
+        Ok(Some(st)) => st,
+    };
+    let mut evidence = vec![format!(
+        "{path}: underlay owns {} addresses, {} rules, {} files, {} sysctls{}",
+        st.addresses.len(),
+        st.rules.len(),
+        st.files.len(),
+        st.sysctls.len(),
+        if st.nft_table {
+            ", its nftables table"
+        } else {
+            ""
+        }
+    )];
+    let mut risks = Vec::new();
+    if !st.intents.is_empty() {
+        let i = &st.intents;
+        risks.push("a run was interrupted part-way");
+        evidence.push(format!(
+            "intents left by it: {} addresses, {} files{}",
+            i.addresses.len(),
+            i.files.len(),
+            if i.nft_table {
+                ", the nftables table"
+            } else {
+                ""
+            }
+        ));
+    }
+    if facts.checkpoint {
+        risks.push("a safe apply's checkpoint waits beside it");
+        evidence.push(format!(
+            "{}: the pre-apply state and the undo of that apply",
+            facts.path.with_file_name("checkpoint.json").display()
+        ));
+    }
+    if risks.is_empty() {
+        return finding(
+            UNDERLAY_STATE,
+            Severity::Ok,
+            "underlay's state file is readable and settled",
+        )
+        .with(evidence);
+    }
+    finding(
+        UNDERLAY_STATE,
+        Severity::Warning,
+        format!("underlay's state is not settled: {}", risks.join("; ")),
+    )
+    .with(evidence)
+    .fix(
+        "Let the running apply finish its confirmation window; if none runs, the next `underlay apply` \
+         rolls the checkpoint back first and adopts what an interrupted run created",
+    )
+}

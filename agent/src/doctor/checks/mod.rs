@@ -14,7 +14,7 @@ use crate::doctor::snapshot::{Expect, Snapshot};
 use bgp::{
     bfd_sessions, bgp_listeners, bgp_llgr, bgp_sessions, bird_shared_table, host_table_paths,
 };
-use host::{kubelet_node_ip, network_manager, networkd, rp_filter};
+use host::{kubelet_node_ip, network_manager, networkd, rp_filter, underlay_state};
 use nat::{conntrack_tunnel_nat, masquerade_transit, transit_global, tunnel_mark};
 
 pub const PROFILE_UPLINKS: &str = "profile-uplinks";
@@ -32,6 +32,7 @@ pub const HOST_TABLE_PATHS: &str = "host-table-paths";
 pub const BGP_SESSIONS: &str = "bgp-sessions";
 pub const BFD_SESSIONS: &str = "bfd-sessions";
 pub const BGP_LLGR: &str = "bgp-llgr-uplinks";
+pub const UNDERLAY_STATE: &str = "underlay-state";
 
 /// Every check id, in report order.
 pub const ALL: &[&str] = &[
@@ -50,6 +51,7 @@ pub const ALL: &[&str] = &[
     BGP_SESSIONS,
     BFD_SESSIONS,
     BGP_LLGR,
+    UNDERLAY_STATE,
 ];
 
 /// Default VXLAN ports: IANA (Calico) and the Linux/flannel default.
@@ -108,6 +110,7 @@ pub fn run_checks(s: &Snapshot, e: Option<&Expect>) -> Vec<Finding> {
         bgp_sessions(s, e),
         bfd_sessions(s, e),
         bgp_llgr(s, e),
+        underlay_state(s),
     ]
 }
 

@@ -12,7 +12,7 @@ pub(super) fn resolve(d: &Desired, inputs: &BgpInputs, t: &mut Target) -> Result
         let params =
             crate::bgp::from_desired::params(d, bgp, &ifnames, &passwords, inputs.log.clone());
         let template = inputs.template.as_ref();
-        let content = crate::bgp::render_with(
+        let content = crate::bgp::render(
             &params,
             template.map(|t| (t.label.as_str(), t.text.as_str())),
         )

@@ -11,8 +11,9 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::process::Stdio;
 
+use super::bird_ctl::BirdClient;
 use crate::bgp::check::{parse_bird_error, CHECK_TIMEOUT};
-use crate::bgp::{BfdSession, BgpDetail, BirdClient, CheckError, ConfigureOutcome};
+use crate::bgp::{BfdSession, BgpDetail, CheckError, ConfigureOutcome};
 use crate::system::{BirdProtocol, SystemError};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);

@@ -4,6 +4,8 @@
 
 mod addresses;
 pub(crate) mod bird;
+pub mod bird_ctl;
+mod inspect;
 mod join;
 mod links;
 mod lock;
@@ -308,6 +310,10 @@ impl System for LinuxSystem {
 
     fn in_netns(&self) -> bool {
         self.in_netns
+    }
+
+    fn inspect(&mut self) -> &mut dyn super::inspect::Inspect {
+        self
     }
 
     fn load_checkpoint(&mut self) -> Result<Option<String>, SystemError> {
