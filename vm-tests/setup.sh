@@ -17,7 +17,8 @@ for pair in bird2:bird iproute2:ip nftables:nft iptables:iptables conntrack:conn
             socat:socat tcpdump:tcpdump procps:sysctl openssl:openssl ipset:ipset \
             systemd:systemd-analyze mmdebstrap:mmdebstrap e2fsprogs:mke2fs \
             dosfstools:mkfs.vfat mtools:mcopy qemu-utils:qemu-img \
-            openssh-server:sshd openssh-client:ssh python3:python3; do
+            openssh-server:sshd openssh-client:ssh python3:python3 \
+            dnsmasq-base:dnsmasq; do
     cmd=${pair#*:}
     command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("${pair%%:*}")
 done
