@@ -11,7 +11,8 @@ fi
 
 # package:command pairs; a package is installed when its command is missing.
 # The second line is the VM tier's: systemd-analyze (unit checks), the image
-# build (mmdebstrap, mke2fs), the NoCloud seed (mkfs.vfat, mcopy), overlays.
+# build (mmdebstrap, mke2fs), the NoCloud seed (mkfs.vfat, mcopy), overlays;
+# dnsmasq-base is the pxe-boot scenario's DHCP server in a ToR namespace.
 need=()
 for pair in bird2:bird iproute2:ip nftables:nft iptables:iptables conntrack:conntrack \
             socat:socat tcpdump:tcpdump procps:sysctl openssl:openssl ipset:ipset \
