@@ -11,13 +11,15 @@ fi
 
 # package:command pairs; a package is installed when its command is missing.
 # The second line is the VM tier's: systemd-analyze (unit checks), the image
-# build (mmdebstrap, mke2fs), the NoCloud seed (mkfs.vfat, mcopy), overlays.
+# build (mmdebstrap, mke2fs), the NoCloud seed (mkfs.vfat, mcopy), overlays;
+# dnsmasq-base is the pxe-boot scenario's DHCP server in a ToR namespace.
 need=()
 for pair in bird2:bird iproute2:ip nftables:nft iptables:iptables conntrack:conntrack \
             socat:socat tcpdump:tcpdump procps:sysctl openssl:openssl ipset:ipset \
             systemd:systemd-analyze mmdebstrap:mmdebstrap e2fsprogs:mke2fs \
             dosfstools:mkfs.vfat mtools:mcopy qemu-utils:qemu-img \
-            openssh-server:sshd openssh-client:ssh python3:python3; do
+            openssh-server:sshd openssh-client:ssh python3:python3 \
+            dnsmasq-base:dnsmasq; do
     cmd=${pair#*:}
     command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("${pair%%:*}")
 done

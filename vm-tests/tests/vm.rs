@@ -81,3 +81,8 @@ fn scratch_root() {
 fn boot_timings() {
     scenario("boot-timings", 'g');
 }
+
+#[test]
+fn pxe_boot() {
+    scenario("pxe-boot", 'h');
+}

@@ -19,6 +19,7 @@
 pub mod ctl;
 pub mod fabric;
 pub mod image;
+pub mod pxe;
 pub mod qemu;
 pub mod scenarios;
 pub mod seed;

@@ -27,7 +27,7 @@ use crate::status;
 pub const FLAT_PROFILE: &str = include_str!("../../../profiles/l3-ecmp-calico.toml");
 pub const IPIP_PROFILE: &str = include_str!("../../../profiles/l3-ecmp-calico-ipip.toml");
 
-const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
+pub(super) const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
 
 pub struct Options {
     pub keep: bool,
@@ -80,6 +80,12 @@ pub const SCENARIOS: &[Scenario] = &[
         what: "apply --root /scratch never drives the machine's bird.service; apply on / starts it and waits for the job",
         hosts: 1,
         f: scratch_root,
+    },
+    Scenario {
+        name: "pxe-boot",
+        what: "DHCP from the ToR on the BOOTIF NIC, kernel command line underlay.profile/host=https (lab CA) + sha256: a stale pin is refused with the network untouched; the right pin converges; a reboot with the server down converges from the cache before the kubelet",
+        hosts: 1,
+        f: super::pxe::pxe_boot,
     },
     Scenario {
         name: "boot-timings",
@@ -159,11 +165,11 @@ pub fn run(args: &VmArgs, only: &[String], opts: &Options) -> Result<usize> {
 
 // ---- helpers ----
 
-fn guest(lab: &VmLab, vm: &str, script: &str) -> Result<Reply> {
+pub(super) fn guest(lab: &VmLab, vm: &str, script: &str) -> Result<Reply> {
     lab.ctl(vm)?.run(script, Duration::from_secs(120))
 }
 
-fn guest_out(lab: &VmLab, vm: &str, script: &str) -> Result<String> {
+pub(super) fn guest_out(lab: &VmLab, vm: &str, script: &str) -> Result<String> {
     Ok(guest(lab, vm, script)?.output.trim().to_string())
 }
 
@@ -178,7 +184,11 @@ fn nexthops(lab: &VmLab, vm: &str) -> Result<usize> {
 }
 
 /// Polls `f` every `every` until it returns true or `timeout`; returns when.
-fn wait_until(timeout: Duration, every: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+pub(super) fn wait_until(
+    timeout: Duration,
+    every: Duration,
+    mut f: impl FnMut() -> bool,
+) -> Option<Duration> {
     let t0 = Instant::now();
     loop {
         if f() {
@@ -233,7 +243,7 @@ fn ssh_banner(lab: &VmLab, ip: Ipv4Addr) -> String {
 }
 
 /// Client -> service IP: ICMP and a TCP connection to the guest's sshd.
-fn check_reachable(o: &mut Outcome, lab: &VmLab, vm: &str, what: &str) -> Result<()> {
+pub(super) fn check_reachable(o: &mut Outcome, lab: &VmLab, vm: &str, what: &str) -> Result<()> {
     let h = lab.host(vm)?;
     let p = probe::ping_from(&lab.lab.client_netns(), h.service_ip, 3, 1000)?;
     o.check(
@@ -256,7 +266,7 @@ fn check_reachable(o: &mut Outcome, lab: &VmLab, vm: &str, what: &str) -> Result
 }
 
 /// The converged-host checks every scenario starts from.
-fn check_converged(o: &mut Outcome, lab: &VmLab, vm: &str, what: &str) -> Result<()> {
+pub(super) fn check_converged(o: &mut Outcome, lab: &VmLab, vm: &str, what: &str) -> Result<()> {
     let est = wait_until(Duration::from_secs(60), Duration::from_millis(250), || {
         all_established(lab, vm)
     });
@@ -379,7 +389,7 @@ fn first_boot(lab: &mut VmLab, _: &Options) -> Result<Outcome> {
     Ok(o)
 }
 
-fn boot_id(lab: &VmLab, vm: &str) -> Result<String> {
+pub(super) fn boot_id(lab: &VmLab, vm: &str) -> Result<String> {
     guest_out(lab, vm, "cat /proc/sys/kernel/random/boot_id")
 }
 
@@ -521,7 +531,11 @@ fn uplink_failure(lab: &mut VmLab, _: &Options) -> Result<Outcome> {
 
 /// `__MONOTONIC_TIMESTAMP` (us) of the first PID 1 journal entry for `unit`
 /// with `message_id`.
-fn journal_mono(entries: &[serde_json::Value], unit: &str, message_id: &str) -> Option<u64> {
+pub(super) fn journal_mono(
+    entries: &[serde_json::Value],
+    unit: &str,
+    message_id: &str,
+) -> Option<u64> {
     entries
         .iter()
         .filter(|e| e["UNIT"] == unit && e["MESSAGE_ID"] == message_id)
@@ -530,10 +544,10 @@ fn journal_mono(entries: &[serde_json::Value], unit: &str, message_id: &str) -> 
 }
 
 /// systemd's catalog ids: a unit's job started / finished.
-const UNIT_STARTING: &str = "7d4958e842da4a758f6c1cdc7b36dcc5";
-const UNIT_STARTED: &str = "39f53479d3a045ac8e11786248231fbf";
+pub(super) const UNIT_STARTING: &str = "7d4958e842da4a758f6c1cdc7b36dcc5";
+pub(super) const UNIT_STARTED: &str = "39f53479d3a045ac8e11786248231fbf";
 
-fn unit_state(lab: &VmLab, vm: &str, unit: &str) -> String {
+pub(super) fn unit_state(lab: &VmLab, vm: &str, unit: &str) -> String {
     guest_out(
         lab,
         vm,
