@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use underlay::profile;
 use underlay::report::Document;
-use underlay::source::{Freshness, Loaded};
+use underlay::source::{self, Freshness, Loaded};
 
 use super::{init_logs, output, Common, Failed};
 
@@ -55,6 +55,7 @@ fn human(loaded: &[Loaded]) -> String {
             (Freshness::FromCache { reason }, _) => {
                 format!("pinned, FROM THE CACHE: the server could not be reached ({reason})")
             }
+            (Freshness::Cached, _) => format!("pinned, from the cache ({})", source::CACHED_REASON),
             (Freshness::Local, true) => "pinned".to_string(),
             (Freshness::Local, false) => "not pinned (local)".to_string(),
         };

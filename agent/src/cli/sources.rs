@@ -52,6 +52,10 @@ impl Fetched {
                     "{} from the cache: {} could not be fetched ({reason}); the cached copy matches the pin {}",
                     l.item, l.origin, l.sha256
                 )),
+                Freshness::Cached => Some(format!(
+                    "{} from the cache: the copy of {} that this host's apply fetched matches the pin {}; not fetched again",
+                    l.item, l.origin, l.sha256
+                )),
                 _ => None,
             })
             .collect()
@@ -59,20 +63,26 @@ impl Fetched {
 
     /// For the JSON `msg`: "; profile from the cache (server unreachable)".
     pub fn msg_suffix(&self) -> String {
-        let cached: Vec<&str> = self
-            .loaded
-            .iter()
-            .filter(|l| l.from_cache())
-            .map(|l| l.item.key())
-            .collect();
-        if cached.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "; {} from the cache (server unreachable)",
-                cached.join(" and ")
-            )
+        let of = |f: fn(&Freshness) -> bool| -> Vec<&str> {
+            self.loaded
+                .iter()
+                .filter(|l| f(&l.freshness))
+                .map(|l| l.item.key())
+                .collect()
+        };
+        let mut out = String::new();
+        for (items, why) in [
+            (
+                of(|f| matches!(f, Freshness::FromCache { .. })),
+                "server unreachable",
+            ),
+            (of(|f| *f == Freshness::Cached), "matches the pin"),
+        ] {
+            if !items.is_empty() {
+                out += &format!("; {} from the cache ({why})", items.join(" and "));
+            }
         }
+        out
     }
 }
 
@@ -135,6 +145,10 @@ impl Common {
             tracing::debug!(item = %item, level = c.level.key(), declared = %c.declared, "source chosen");
             let ctx = Context {
                 cache_dir: &cache_dir,
+                // After this boot's apply: the gates and the join take what
+                // it fetched (the pin names the bytes) and never wait on the
+                // provisioning server.
+                cache_first: matches!(verb, "verify" | "join"),
                 bootif: d.cmdline.bootif,
                 cloud_hostname: d.cloud_hostname.as_deref(),
             };

@@ -222,6 +222,9 @@ pub fn choose(d: &Discovered, item: Item) -> Result<Candidate, SourceError> {
         })
 }
 
+/// `cache_reason` of a source taken from the cache without a fetch.
+pub const CACHED_REASON: &str = "the cached copy matches the pin; not fetched again";
+
 /// How a loaded source relates to the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Freshness {
@@ -232,6 +235,10 @@ pub enum Freshness {
     /// The server could not be reached: the cached copy (its hash matches
     /// the pin) is used; `reason` says why the fetch failed.
     FromCache { reason: String },
+    /// Taken from the cache without asking the server ([`Context::cache_first`]):
+    /// a cached copy that hashes to the pin is byte for byte what a fetch
+    /// that passes the pin returns.
+    Cached,
 }
 
 /// One item's bytes, with where they came from.
@@ -250,7 +257,10 @@ pub struct Loaded {
 
 impl Loaded {
     pub fn from_cache(&self) -> bool {
-        matches!(self.freshness, Freshness::FromCache { .. })
+        matches!(
+            self.freshness,
+            Freshness::FromCache { .. } | Freshness::Cached
+        )
     }
 
     pub fn doc(&self) -> SourceDoc {
@@ -265,6 +275,7 @@ impl Loaded {
             from_cache: self.from_cache(),
             cache_reason: match &self.freshness {
                 Freshness::FromCache { reason } => Some(reason.clone()),
+                Freshness::Cached => Some(CACHED_REASON.into()),
                 _ => None,
             },
         }
@@ -425,6 +436,10 @@ impl SourceError {
 /// --root) and the facts templates resolve from.
 pub struct Context<'a> {
     pub cache_dir: &'a Path,
+    /// Use a cached copy that matches the pin without fetching: for the
+    /// verbs that follow this boot's `apply` (the readiness gates, the
+    /// join), which must not hang on a provisioning server gone quiet.
+    pub cache_first: bool,
     pub bootif: Option<MacAddr>,
     pub cloud_hostname: Option<&'a str>,
 }
@@ -511,6 +526,11 @@ pub fn load(
                     pin_hint: pin_hint(item, c.level),
                 });
             };
+            if ctx.cache_first {
+                if let cache::Lookup::Hit(bytes) = cache::lookup(host, ctx.cache_dir, item, pin) {
+                    return Ok(loaded(origin, bytes, Freshness::Cached));
+                }
+            }
             match host.fetch(&url) {
                 Ok(bytes) => {
                     if bytes.len() > MAX_BYTES {

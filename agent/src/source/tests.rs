@@ -55,6 +55,7 @@ const PROFILE: &[u8] = b"version = 1\n# the role\n";
 fn ctx() -> Context<'static> {
     Context {
         cache_dir: Path::new(CACHE),
+        cache_first: false,
         bootif: None,
         cloud_hostname: None,
     }
@@ -470,6 +471,7 @@ fn templates_resolve_from_bootif_nics_and_dmi() {
     );
     let c = Context {
         cache_dir: Path::new(CACHE),
+        cache_first: false,
         bootif: Some("52:54:00:aa:bb:01".parse().unwrap()),
         cloud_hostname: Some("node-c1"),
     };
@@ -530,4 +532,37 @@ fn local_and_inline_sources_check_an_optional_pin_and_the_cap() {
         e.to_string().contains("no such file (named by --profile)"),
         "{e}"
     );
+}
+
+#[test]
+fn cache_first_takes_a_matching_cached_copy_without_asking_the_server() {
+    let mut h = cached_host(PROFILE);
+    let before = h.fetched.len();
+    let pin = Sha256::of(PROFILE);
+    let cand = url_candidate("https://p/r.toml", Some(pin));
+    let c = Context {
+        cache_first: true,
+        ..ctx()
+    };
+    let l = load(Item::Profile, &cand, &mut h, &c).unwrap();
+    assert_eq!(l.bytes, PROFILE);
+    assert_eq!(l.freshness, Freshness::Cached);
+    assert_eq!(h.fetched.len(), before, "no fetch: {:?}", h.fetched);
+    let doc = l.doc();
+    assert!(doc.from_cache && doc.cache_reason.as_deref() == Some(CACHED_REASON));
+    // Without cache_first the server is asked, as apply does.
+    let l = load(Item::Profile, &cand, &mut h, &ctx()).unwrap();
+    assert_eq!(l.freshness, Freshness::Fetched);
+    assert_eq!(h.fetched.len(), before + 1);
+    // A pin the cache does not hold is fetched (and checked) even so.
+    let other = b"version = 1\n# another role\n";
+    h.remote
+        .insert("https://p/r.toml".into(), Ok(other.to_vec()));
+    let cand = url_candidate("https://p/r.toml", Some(Sha256::of(other)));
+    let l = load(Item::Profile, &cand, &mut h, &c).unwrap();
+    assert_eq!(
+        (l.bytes.as_slice(), &l.freshness),
+        (&other[..], &Freshness::Fetched)
+    );
+    assert_eq!(h.fetched.len(), before + 2);
 }
