@@ -27,7 +27,7 @@ use crate::status;
 pub const FLAT_PROFILE: &str = include_str!("../../../profiles/l3-ecmp-calico.toml");
 pub const IPIP_PROFILE: &str = include_str!("../../../profiles/l3-ecmp-calico-ipip.toml");
 
-const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
+pub(super) const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
 
 pub struct Options {
     pub keep: bool,
@@ -80,6 +80,18 @@ pub const SCENARIOS: &[Scenario] = &[
         what: "apply --root /scratch never drives the machine's bird.service; apply on / starts it and waits for the job",
         hosts: 1,
         f: scratch_root,
+    },
+    Scenario {
+        name: "watch",
+        what: "the packaged underlay-watch.service repairs `ip addr flush dev lo` (journal line, latency), keeps foreign addresses on lo, then stays idle",
+        hosts: 1,
+        f: super::watch::watch,
+    },
+    Scenario {
+        name: "boot-join",
+        what: "host facts with [join] and a 0600 token file from the seed: underlay-join.service runs kubeadm-standin once, after READY, node-ip = service IP, token in no journal or JSON; not again after a reboot",
+        hosts: 1,
+        f: super::join::boot_join,
     },
     Scenario {
         name: "boot-timings",
@@ -159,15 +171,15 @@ pub fn run(args: &VmArgs, only: &[String], opts: &Options) -> Result<usize> {
 
 // ---- helpers ----
 
-fn guest(lab: &VmLab, vm: &str, script: &str) -> Result<Reply> {
+pub(super) fn guest(lab: &VmLab, vm: &str, script: &str) -> Result<Reply> {
     lab.ctl(vm)?.run(script, Duration::from_secs(120))
 }
 
-fn guest_out(lab: &VmLab, vm: &str, script: &str) -> Result<String> {
+pub(super) fn guest_out(lab: &VmLab, vm: &str, script: &str) -> Result<String> {
     Ok(guest(lab, vm, script)?.output.trim().to_string())
 }
 
-fn nexthops(lab: &VmLab, vm: &str) -> Result<usize> {
+pub(super) fn nexthops(lab: &VmLab, vm: &str) -> Result<usize> {
     let out = guest_out(lab, vm, "ip -j route show table 1001")?;
     let v: serde_json::Value = if out.is_empty() {
         serde_json::json!([])
@@ -178,7 +190,7 @@ fn nexthops(lab: &VmLab, vm: &str) -> Result<usize> {
 }
 
 /// Polls `f` every `every` until it returns true or `timeout`; returns when.
-fn wait_until(timeout: Duration, every: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+pub(super) fn wait_until(timeout: Duration, every: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
     let t0 = Instant::now();
     loop {
         if f() {
@@ -233,7 +245,7 @@ fn ssh_banner(lab: &VmLab, ip: Ipv4Addr) -> String {
 }
 
 /// Client -> service IP: ICMP and a TCP connection to the guest's sshd.
-fn check_reachable(o: &mut Outcome, lab: &VmLab, vm: &str, what: &str) -> Result<()> {
+pub(super) fn check_reachable(o: &mut Outcome, lab: &VmLab, vm: &str, what: &str) -> Result<()> {
     let h = lab.host(vm)?;
     let p = probe::ping_from(&lab.lab.client_netns(), h.service_ip, 3, 1000)?;
     o.check(
@@ -256,7 +268,7 @@ fn check_reachable(o: &mut Outcome, lab: &VmLab, vm: &str, what: &str) -> Result
 }
 
 /// The converged-host checks every scenario starts from.
-fn check_converged(o: &mut Outcome, lab: &VmLab, vm: &str, what: &str) -> Result<()> {
+pub(super) fn check_converged(o: &mut Outcome, lab: &VmLab, vm: &str, what: &str) -> Result<()> {
     let est = wait_until(Duration::from_secs(60), Duration::from_millis(250), || {
         all_established(lab, vm)
     });
@@ -276,7 +288,7 @@ fn check_converged(o: &mut Outcome, lab: &VmLab, vm: &str, what: &str) -> Result
     check_reachable(o, lab, vm, what)
 }
 
-fn boot_one(lab: &mut VmLab, vm: &str, b: &Boot) -> Result<()> {
+pub(super) fn boot_one(lab: &mut VmLab, vm: &str, b: &Boot) -> Result<()> {
     let h = lab.host(vm)?;
     lab.boot(&h, b)?;
     Ok(())
@@ -379,7 +391,7 @@ fn first_boot(lab: &mut VmLab, _: &Options) -> Result<Outcome> {
     Ok(o)
 }
 
-fn boot_id(lab: &VmLab, vm: &str) -> Result<String> {
+pub(super) fn boot_id(lab: &VmLab, vm: &str) -> Result<String> {
     guest_out(lab, vm, "cat /proc/sys/kernel/random/boot_id")
 }
 
@@ -521,7 +533,7 @@ fn uplink_failure(lab: &mut VmLab, _: &Options) -> Result<Outcome> {
 
 /// `__MONOTONIC_TIMESTAMP` (us) of the first PID 1 journal entry for `unit`
 /// with `message_id`.
-fn journal_mono(entries: &[serde_json::Value], unit: &str, message_id: &str) -> Option<u64> {
+pub(super) fn journal_mono(entries: &[serde_json::Value], unit: &str, message_id: &str) -> Option<u64> {
     entries
         .iter()
         .filter(|e| e["UNIT"] == unit && e["MESSAGE_ID"] == message_id)
@@ -530,10 +542,10 @@ fn journal_mono(entries: &[serde_json::Value], unit: &str, message_id: &str) -> 
 }
 
 /// systemd's catalog ids: a unit's job started / finished.
-const UNIT_STARTING: &str = "7d4958e842da4a758f6c1cdc7b36dcc5";
-const UNIT_STARTED: &str = "39f53479d3a045ac8e11786248231fbf";
+pub(super) const UNIT_STARTING: &str = "7d4958e842da4a758f6c1cdc7b36dcc5";
+pub(super) const UNIT_STARTED: &str = "39f53479d3a045ac8e11786248231fbf";
 
-fn unit_state(lab: &VmLab, vm: &str, unit: &str) -> String {
+pub(super) fn unit_state(lab: &VmLab, vm: &str, unit: &str) -> String {
     guest_out(
         lab,
         vm,
@@ -830,7 +842,9 @@ fn ipip_mark_leak(lab: &mut VmLab, _: &Options) -> Result<Outcome> {
         ),
     );
 
-    // Guard on: the profile changes, `underlay apply` adds the guard table.
+    // Guard on: the profile changes, `underlay apply` adds the guard table
+    // (the watcher stopped first: it would apply the new profile itself).
+    guest(lab, "h1", "systemctl stop underlay-watch.service")?;
     let on = ipip_profile(true);
     let r = guest(
         lab,
@@ -885,7 +899,13 @@ fn scratch_root(lab: &mut VmLab, _: &Options) -> Result<Outcome> {
     boot_one(lab, "h1", &Boot::converge(FLAT_PROFILE))?;
     lab.wait_ready("h1", BOOT_TIMEOUT)?;
     let show = "systemctl show -p ActiveState,InvocationID --value bird.service | paste -sd' '";
-    guest(lab, "h1", "systemctl stop bird.service")?;
+    // The watcher would start BIRD again (its routes leave the host table):
+    // this scenario is about what one `apply` does.
+    guest(
+        lab,
+        "h1",
+        "systemctl stop underlay-watch.service && systemctl stop bird.service",
+    )?;
     let before = guest_out(lab, "h1", show)?;
     let r = guest(
         lab,
@@ -937,6 +957,7 @@ fn boot_timings(lab: &mut VmLab, opts: &Options) -> Result<Outcome> {
     // Two VMs boot side by side on two cores; the second round swaps which
     // one has the agent's units, so neither the slot nor the order favours one.
     let mut rows: Vec<BootTiming> = vec![];
+    let mut chains = vec![];
     for (round, agent_vm) in [(1, "h1"), (2, "h2")] {
         for vm in ["h1", "h2"] {
             if let Ok(v) = lab.vm(vm) {
@@ -958,12 +979,22 @@ fn boot_timings(lab: &mut VmLab, opts: &Options) -> Result<Outcome> {
         for vm in ["h1", "h2"] {
             let mut t = timing::collect(lab.vm(vm)?, Some(vm == agent_vm))?;
             t.vm = format!("{vm}#{round}");
+            chains.push((t.vm.clone(), t.agent, timing::critical_chain(lab.vm(vm)?)?));
             rows.push(t);
         }
     }
     let table = timing::table(&rows);
     for l in table.lines() {
         o.info(l.to_string());
+    }
+    for (vm, agent, chain) in &chains {
+        o.info(format!(
+            "{vm} ({}): systemd-analyze critical-chain multi-user.target",
+            if *agent { "agent" } else { "baseline" }
+        ));
+        for l in chain.lines() {
+            o.info(format!("  {l}"));
+        }
     }
     o.check(
         rows.iter()
