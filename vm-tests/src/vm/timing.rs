@@ -89,12 +89,17 @@ pub fn collect(vm: &VmRecord, agent: Option<bool>) -> Result<BootTiming> {
     })
 }
 
-/// What multi-user.target waited for in `vm`'s current boot
+/// What multi-user.target waited for in `vm`'s current boot, and the boot
+/// unit's journal (when it ran)
 /// (`systemd-analyze critical-chain`: the time after `@` is when a unit became
 /// active, after `+` how long it took to start; guest clock).
 pub fn critical_chain(vm: &VmRecord) -> Result<String> {
     let r = vm.ctl().run(
-        "systemd-analyze critical-chain --no-pager multi-user.target 2>&1 | sed -n '3,$p'",
+        "systemd-analyze critical-chain --no-pager multi-user.target 2>&1 | sed -n '3,$p'
+         if [ -n \"$(systemctl show -p ExecMainStartTimestampMonotonic --value underlay.service | grep -v '^0$')\" ]; then
+           echo '--- journalctl -b -u underlay.service -o short-monotonic'
+           journalctl -b -u underlay.service -o short-monotonic --no-pager | tail -25
+         fi",
         Duration::from_secs(60),
     )?;
     Ok(r.output.trim_end().to_string())
