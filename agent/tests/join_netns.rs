@@ -452,6 +452,25 @@ fn the_boot_units_join_is_a_no_op_without_a_join_section_and_finds_kubeadm_in_th
         .contains("[join]"));
     assert!(l.invocations().is_empty());
 
+    // Every unit reads /etc/default/underlay: its UNDERLAY_KUBEADM must not
+    // turn the boot unit's plain `apply` into a usage error.
+    let out = Command::new(env!("CARGO_BIN_EXE_underlay"))
+        .args(["apply", "--netns", &l.lab.host, "--root"])
+        .arg(l.lab.root())
+        .arg("--profile")
+        .arg(&l.role)
+        .arg("--host")
+        .arg(&l.host)
+        .env("UNDERLAY_KUBEADM", STANDIN)
+        .output()
+        .expect("run underlay");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "apply with UNDERLAY_KUBEADM set: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // With [join]: the flag changes nothing, and kubeadm comes from
     // UNDERLAY_KUBEADM (what /etc/default/underlay sets for the unit).
     l.host = with_join;

@@ -35,7 +35,6 @@ pub struct JoinFlags {
         long,
         value_name = "PATH",
         default_value = "kubeadm",
-        env = "UNDERLAY_KUBEADM",
         requires = "join"
     )]
     pub kubeadm: PathBuf,
@@ -48,7 +47,9 @@ pub struct JoinArgs {
     /// Seconds to wait for the readiness gates [default: the profile's bgp.readiness.timeout_s, else 60]
     #[arg(long, value_name = "SECS")]
     wait_timeout: Option<u64>,
-    /// The kubeadm executable (a path, or a name looked up in PATH)
+    /// The kubeadm executable (a path, or a name looked up in PATH). Only `join` reads
+    /// UNDERLAY_KUBEADM (set in /etc/default/underlay for underlay-join.service): every
+    /// underlay unit reads that file, and `apply --kubeadm` without --join is an error
     #[arg(
         long,
         value_name = "PATH",
