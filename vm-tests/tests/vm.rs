@@ -81,3 +81,13 @@ fn scratch_root() {
 fn boot_timings() {
     scenario("boot-timings", 'g');
 }
+
+#[test]
+fn watch() {
+    scenario("watch", 'h');
+}
+
+#[test]
+fn boot_join() {
+    scenario("boot-join", 'i');
+}

@@ -128,7 +128,7 @@ pub fn boot_join(lab: &mut VmLab, _: &Options) -> Result<Outcome> {
             inv.len(),
             journal
                 .lines()
-                .find(|l| l.contains("join "))
+                .find(|l| l.contains(" join     "))
                 .unwrap_or("")
                 .trim()
         ),
@@ -143,8 +143,9 @@ pub fn boot_join(lab: &mut VmLab, _: &Options) -> Result<Outcome> {
             h.service_ip,
             config
                 .lines()
-                .skip_while(|l| !l.contains("node-ip"))
+                .skip_while(|l| !l.contains("name: \"node-ip\""))
                 .take(2)
+                .map(str::trim)
                 .collect::<Vec<_>>()
         ),
     );
@@ -266,7 +267,7 @@ pub fn boot_join(lab: &mut VmLab, _: &Options) -> Result<Outcome> {
             "after the reboot: underlay-join.service {unit}, says {:?}; kubeadm-standin invoked {} time(s) in all (want 1)",
             journal
                 .lines()
-                .find(|l| l.contains("join "))
+                .find(|l| l.contains(" join     "))
                 .unwrap_or("")
                 .trim(),
             inv.len()
