@@ -41,10 +41,12 @@ fn default_file() -> String {
 }
 
 fn invocations(lab: &VmLab) -> Result<Vec<String>> {
-    Ok(guest_out(lab, "h1", &format!("ls {RECORDS} 2>/dev/null | sort -n"))?
-        .lines()
-        .map(str::to_string)
-        .collect())
+    Ok(
+        guest_out(lab, "h1", &format!("ls {RECORDS} 2>/dev/null | sort -n"))?
+            .lines()
+            .map(str::to_string)
+            .collect(),
+    )
 }
 
 fn pid1_entries(lab: &VmLab) -> Result<Vec<serde_json::Value>> {
@@ -102,7 +104,11 @@ pub fn boot_join(lab: &mut VmLab, _: &Options) -> Result<Outcome> {
     b.host_facts_extra = facts_section();
     b.files = vec![
         (TOKEN_FILE.into(), "0600".into(), format!("{tok}\n")),
-        ("/etc/default/underlay".into(), "0644".into(), default_file()),
+        (
+            "/etc/default/underlay".into(),
+            "0644".into(),
+            default_file(),
+        ),
     ];
     // kubeadm's kubelet package enables kubelet.service: its start job is
     // queued behind the join unit (Before=kubelet.service).
@@ -116,7 +122,9 @@ pub fn boot_join(lab: &mut VmLab, _: &Options) -> Result<Outcome> {
     );
     check_converged(&mut o, lab, "h1", "first boot")?;
     let mode = guest_out(lab, "h1", &format!("stat -c '%a %U' {TOKEN_FILE}"))?;
-    o.info(format!("token file from the seed: {TOKEN_FILE} mode {mode}"));
+    o.info(format!(
+        "token file from the seed: {TOKEN_FILE} mode {mode}"
+    ));
 
     let unit = join_unit(lab)?;
     let journal = join_journal(lab)?;

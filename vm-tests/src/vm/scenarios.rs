@@ -190,7 +190,11 @@ pub(super) fn nexthops(lab: &VmLab, vm: &str) -> Result<usize> {
 }
 
 /// Polls `f` every `every` until it returns true or `timeout`; returns when.
-pub(super) fn wait_until(timeout: Duration, every: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+pub(super) fn wait_until(
+    timeout: Duration,
+    every: Duration,
+    mut f: impl FnMut() -> bool,
+) -> Option<Duration> {
     let t0 = Instant::now();
     loop {
         if f() {
@@ -533,7 +537,11 @@ fn uplink_failure(lab: &mut VmLab, _: &Options) -> Result<Outcome> {
 
 /// `__MONOTONIC_TIMESTAMP` (us) of the first PID 1 journal entry for `unit`
 /// with `message_id`.
-pub(super) fn journal_mono(entries: &[serde_json::Value], unit: &str, message_id: &str) -> Option<u64> {
+pub(super) fn journal_mono(
+    entries: &[serde_json::Value],
+    unit: &str,
+    message_id: &str,
+) -> Option<u64> {
     entries
         .iter()
         .filter(|e| e["UNIT"] == unit && e["MESSAGE_ID"] == message_id)

@@ -138,7 +138,11 @@ pub fn watch(lab: &mut VmLab, _: &Options) -> Result<Outcome> {
             _ => format!("unit timestamps: {order:?}"),
         },
     );
-    let lo_before = guest_out(lab, "h1", "ip -o addr show dev lo | awk '{print $4}' | paste -sd' '")?;
+    let lo_before = guest_out(
+        lab,
+        "h1",
+        "ip -o addr show dev lo | awk '{print $4}' | paste -sd' '",
+    )?;
     o.info(format!("lo before: {lo_before}"));
 
     // 1. The operator's stray flush.
@@ -189,7 +193,11 @@ pub fn watch(lab: &mut VmLab, _: &Options) -> Result<Outcome> {
     let back2 = drift_and_wait(lab, &sip, &format!("ip addr del {sip}/32 dev lo"))?;
     // The follow-up reconciles (the repair's own events, the next poll) run.
     std::thread::sleep(Duration::from_secs(3));
-    let lo = guest_out(lab, "h1", "ip -o addr show dev lo | awk '{print $4}' | paste -sd' '")?;
+    let lo = guest_out(
+        lab,
+        "h1",
+        "ip -o addr show dev lo | awk '{print $4}' | paste -sd' '",
+    )?;
     let has = |a: &str| lo.split_whitespace().any(|x| x == a);
     o.check(
         back2.is_some() && has(&format!("{sip}/32")),
