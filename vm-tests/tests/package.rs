@@ -154,7 +154,8 @@ fn control_and_scripts_never_start_anything_on_install_or_upgrade() {
     }
     // The reconcile timer is opt-in: its enable is guarded by was-enabled
     // (it only re-creates links an admin made), never on a fresh install.
-    for unit in ["underlay-reconcile.timer"] {
+    {
+        let unit = "underlay-reconcile.timer";
         let block = postinst
             .split("# Automatically added by cargo-deb")
             .filter(|b| b.contains(unit))
