@@ -454,8 +454,13 @@ fn reboot(lab: &mut VmLab, _: &Options) -> Result<Outcome> {
     o.check(
         apply.code == 0 && doc["changed"] == serde_json::Value::Bool(false),
         format!(
-            "a later `underlay apply` changes nothing: exit {}, changed={}",
-            apply.code, doc["changed"]
+            "a later `underlay apply` changes nothing: exit {}, changed={}{}",
+            apply.code,
+            doc["changed"],
+            doc["failure"]["message"]
+                .as_str()
+                .map(|m| format!(", failure: {m}"))
+                .unwrap_or_default()
         ),
     );
     Ok(o)
