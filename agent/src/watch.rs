@@ -455,6 +455,9 @@ impl Watcher {
         }
 
         let result = engine::run(sys, &self.desired, Mode::Apply);
+        // Held for the run only: between reconciles `apply` by hand, the
+        // reconcile timer and Ansible take their turn.
+        sys.unlock();
         let end = ev.now();
         let counters = &mut self.status.counters;
         counters.reconciles += 1;

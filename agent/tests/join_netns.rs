@@ -404,3 +404,88 @@ fn render_join_redacts_the_token_unless_asked() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("token: \"{TOKEN}\"")), "{text}");
 }
+
+#[test]
+fn the_boot_units_join_is_a_no_op_without_a_join_section_and_finds_kubeadm_in_the_environment() {
+    // underlay-join.service runs `underlay join --if-configured`, enabled on
+    // every host: one without [join] is left alone, exit 0.
+    let mut l = JoinLab::new("");
+    let with_join = l.host.clone();
+    l.host = l
+        .lab
+        .write_host("plain.toml", &host_facts(&["tor-a", "tor-b"]));
+    let (code, doc) = l.run(&["apply"], 0);
+    assert_eq!(code, 0, "{doc}");
+    // The uplinks the apply just set up go from UNKNOWN to UP on their own.
+    let mut before = everything(&l);
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let now = everything(&l);
+        if now == before {
+            break;
+        }
+        before = now;
+    }
+    let (code, doc) = l.run(&["join", "--if-configured", "--kubeadm", STANDIN], 0);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(doc["command"], "join");
+    assert!(
+        doc["msg"].as_str().unwrap().contains("nothing to join"),
+        "{doc}"
+    );
+    assert!(doc["join"].is_null(), "{doc}");
+    assert_eq!(everything(&l), before, "nothing to join changed the host");
+    // Without the flag it stays an input error that says what to add.
+    let (code, doc) = l.run(&["join", "--kubeadm", STANDIN], 0);
+    assert_eq!(code, 1, "{doc}");
+    assert_eq!(doc["failure"]["kind"], "input", "{doc}");
+    assert!(doc["failure"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("[join]"));
+    assert!(l.invocations().is_empty());
+
+    // Every unit reads /etc/default/underlay: its UNDERLAY_KUBEADM must not
+    // turn the boot unit's plain `apply` into a usage error.
+    let out = l
+        .lab
+        .underlay_cmd(&["apply"], &l.role, &l.host)
+        .env("UNDERLAY_KUBEADM", STANDIN)
+        .output()
+        .expect("run underlay");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "apply with UNDERLAY_KUBEADM set: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // With [join]: the flag changes nothing, and kubeadm comes from
+    // UNDERLAY_KUBEADM (what /etc/default/underlay sets for the unit).
+    l.host = with_join;
+    let out = l
+        .lab
+        .underlay_cmd(
+            &["join", "--if-configured", "--wait-timeout", "10", "--json"],
+            &l.role,
+            &l.host,
+        )
+        .env("UNDERLAY_KUBEADM", STANDIN)
+        .env("KUBEADM_STANDIN_DIR", &l.records)
+        .env("KUBEADM_STANDIN_ROOT", l.lab.root())
+        .output()
+        .expect("run underlay");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    l.streams.add("stdout of join --if-configured", &stdout);
+    let doc: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    schema_check::assert_valid(&doc);
+    assert_eq!(out.status.code(), Some(0), "{doc}");
+    assert_eq!(doc["join"]["status"], "joined", "{doc}");
+    assert_eq!(l.invocations().len(), 1);
+    l.streams.assert_no_token();
+}

@@ -126,7 +126,12 @@ fn control_and_scripts_never_start_anything_on_install_or_upgrade() {
         "every /etc file is a conffile, nothing else"
     );
     let postinst = read("postinst");
-    for unit in ["underlay.service", "underlay-gates.service"] {
+    for unit in [
+        "underlay.service",
+        "underlay-gates.service",
+        "underlay-join.service",
+        "underlay-watch.service",
+    ] {
         assert!(
             postinst.contains(&format!("deb-systemd-helper enable {unit}")),
             "{unit} enabled on install:\n{postinst}"
@@ -147,10 +152,10 @@ fn control_and_scripts_never_start_anything_on_install_or_upgrade() {
             );
         }
     }
-    // The reconcile timer and the watch unit are opt-in: their enable is
-    // guarded by was-enabled (it only re-creates links an admin made), never
-    // on a fresh install.
-    for unit in ["underlay-reconcile.timer", "underlay-watch.service"] {
+    // The reconcile timer is opt-in: its enable is guarded by was-enabled
+    // (it only re-creates links an admin made), never on a fresh install.
+    {
+        let unit = "underlay-reconcile.timer";
         let block = postinst
             .split("# Automatically added by cargo-deb")
             .filter(|b| b.contains(unit))
@@ -216,6 +221,7 @@ fn packaged_units_verify_clean_without_bird_or_cloud_init() {
             "underlay-gates.service",
             "underlay-reconcile.service",
             "underlay-reconcile.timer",
+            "underlay-join.service",
             "underlay-watch.service",
         ])
         .output()

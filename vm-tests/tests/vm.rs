@@ -86,3 +86,13 @@ fn boot_timings() {
 fn pxe_boot() {
     scenario("pxe-boot", 'h');
 }
+
+#[test]
+fn watch() {
+    scenario("watch", 'j');
+}
+
+#[test]
+fn boot_join() {
+    scenario("boot-join", 'i');
+}

@@ -47,9 +47,21 @@ pub struct JoinArgs {
     /// Seconds to wait for the readiness gates [default: the profile's bgp.readiness.timeout_s, else 60]
     #[arg(long, value_name = "SECS")]
     wait_timeout: Option<u64>,
-    /// The kubeadm executable (a path, or a name looked up in PATH)
-    #[arg(long, value_name = "PATH", default_value = "kubeadm")]
+    /// The kubeadm executable (a path, or a name looked up in PATH). Only `join` reads
+    /// UNDERLAY_KUBEADM (set in /etc/default/underlay for underlay-join.service): every
+    /// underlay unit reads that file, and `apply --kubeadm` without --join is an error
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "kubeadm",
+        env = "UNDERLAY_KUBEADM"
+    )]
     kubeadm: PathBuf,
+    /// Exit 0 doing nothing when the host facts have no [join] section (a host that does not
+    /// join); without it that is an input error. The packaged underlay-join.service uses it, so
+    /// it can be enabled on every host
+    #[arg(long)]
+    if_configured: bool,
     /// Join again although the state file records that underlay joined this node (after a
     /// deliberate `kubeadm reset`); refused while /etc/kubernetes/kubelet.conf exists
     #[arg(long)]
@@ -207,6 +219,34 @@ pub fn human(r: &JoinReport) -> String {
     out
 }
 
+/// `join --if-configured` on a host whose facts have no `[join]`: nothing
+/// observed, nothing changed, exit 0.
+fn nothing_to_join(
+    c: &Common,
+    d: &Desired,
+    fetched: &super::sources::Fetched,
+    started: Instant,
+) -> ExitCode {
+    let msg = format!(
+        "nothing to join: the host facts of {} have no [join] section (--if-configured); kubeadm was not run",
+        d.hostname
+    );
+    if c.json {
+        let mut doc = Document::of_sources(
+            Some(&d.hostname),
+            c.netns.as_deref(),
+            msg,
+            fetched.docs(),
+            super::converge::ms(started),
+        );
+        doc.command = "join".into();
+        println!("{}", serde_json::to_string(&doc).unwrap_or_default());
+    } else {
+        println!("{:<7} join     {}: {msg}", "skip", d.hostname);
+    }
+    ExitCode::SUCCESS
+}
+
 /// `underlay join`: verify, wait for the gates, join.
 pub fn run(a: &JoinArgs) -> Result<ExitCode, Failed> {
     const VERB: &str = "join";
@@ -214,7 +254,10 @@ pub fn run(a: &JoinArgs) -> Result<ExitCode, Failed> {
     init_logs(c);
     output::start_clock();
     let started = Instant::now();
-    let (desired, _) = c.load(VERB)?;
+    let (desired, fetched) = c.load(VERB)?;
+    if desired.join.is_none() && a.if_configured {
+        return Ok(nothing_to_join(c, &desired, &fetched, started));
+    }
     the_join(c, VERB, &desired)?;
     let mut sys = c.open(VERB, &desired)?;
     let pre = before(c, VERB, &mut sys, &desired, &a.kubeadm, a.rejoin)?;

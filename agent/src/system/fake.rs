@@ -43,6 +43,8 @@ pub struct FakeSystem {
     pub root: Option<PathBuf>,
     pub in_netns: bool,
     pub reloads: usize,
+    /// The run lock is held (`lock` until `unlock`).
+    pub locked: bool,
     /// Who supervises BIRD (the real system derives it from systemd, --root and --netns).
     pub units: crate::observed::UnitControl,
     /// What systemd reports for bird.service while BIRD does not answer.
@@ -130,6 +132,13 @@ impl FakeSystem {
 impl System for FakeSystem {
     fn links(&mut self) -> Result<Vec<ObservedLink>, SystemError> {
         Ok(self.links.clone())
+    }
+    fn lock(&mut self, _timeout: std::time::Duration) -> Result<(), SystemError> {
+        self.locked = true;
+        Ok(())
+    }
+    fn unlock(&mut self) {
+        self.locked = false;
     }
 
     fn load_state(&mut self) -> Result<State, SystemError> {

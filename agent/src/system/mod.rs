@@ -159,6 +159,10 @@ pub trait System {
     fn lock(&mut self, _timeout: std::time::Duration) -> Result<(), SystemError> {
         Ok(())
     }
+    /// Gives the run lock back: a caller that lives on between runs (the
+    /// watcher) must not keep every other run (`apply` by hand, the timer,
+    /// Ansible) waiting for it.
+    fn unlock(&mut self) {}
     /// Checks what can be known about `op` before any change is made (BIRD's
     /// parser on a config, a path that is a directory), changing nothing.
     fn preflight(&mut self, _op: &Op) -> Result<(), SystemError> {

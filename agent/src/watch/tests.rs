@@ -182,6 +182,12 @@ impl World {
 #[test]
 fn start_converges_once_then_only_the_resync_runs() {
     let mut w = World::started();
+    // The watcher lives on; the run lock lives for one reconcile only, or
+    // every `underlay apply` by hand waits for it and fails.
+    assert!(
+        !w.sys.locked,
+        "the watcher kept the run lock after its reconcile"
+    );
     let c = w.counters().clone();
     assert!(c.initial_changes >= 15, "{c:?}");
     assert_eq!(c.repairs, 0);

@@ -155,6 +155,9 @@ pub fn base_key() -> Result<String> {
     }
     hash_tree(&mut h, &hooks_dir())?;
     hash_tree(&mut h, &guest_dir())?;
+    // Installed by the customize hook as /usr/local/sbin/kubeadm-standin.
+    let standin = Path::new(env!("CARGO_MANIFEST_DIR")).join("kubeadm-standin");
+    h.update(std::fs::read(&standin).with_context(|| format!("read {}", standin.display()))?);
     Ok(hex(&h.finalize())[..16].to_string())
 }
 
@@ -336,6 +339,8 @@ fn verify_units(root: &Path) -> Result<()> {
         "underlay-gates.service",
         "underlay-reconcile.service",
         "underlay-reconcile.timer",
+        "underlay-join.service",
+        "underlay-watch.service",
     ];
     let mut args = vec![
         "verify".to_string(),

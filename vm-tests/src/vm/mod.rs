@@ -14,16 +14,19 @@
 //!
 //! Modules: `image` (mmdebstrap, cache, the .deb, overlays), `qemu` (the
 //! accelerator probe, taps, the VM process, QMP), `ctl` (control channel),
-//! `seed` (NoCloud), `fabric` (ToRs and client), `scenarios`, `timing`.
+//! `seed` (NoCloud), `fabric` (ToRs and client), `scenarios`, `timing`,
+//! `watch` and `join` (the boot path's last two steps, one scenario each).
 
 pub mod ctl;
 pub mod fabric;
 pub mod image;
+pub mod join;
 pub mod pxe;
 pub mod qemu;
 pub mod scenarios;
 pub mod seed;
 pub mod timing;
+pub mod watch;
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -276,6 +279,10 @@ pub struct Boot {
     pub cmdline: Vec<String>,
     /// Bring the ToR side of the VM's taps up at start (false: the scenario does).
     pub links_up: bool,
+    /// Appended to the host facts (a `[join]` section).
+    pub host_facts_extra: String,
+    /// More files for the seed's write_files: (path, mode, content).
+    pub files: Vec<(String, String, String)>,
 }
 
 impl Boot {
@@ -285,6 +292,8 @@ impl Boot {
             agent: true,
             cmdline: vec![],
             links_up: true,
+            host_facts_extra: String::new(),
+            files: vec![],
         }
     }
 }
@@ -434,8 +443,8 @@ impl VmLab {
         let dir = self.lab.dir.join(&h.name);
         std::fs::create_dir_all(&dir)?;
         image::overlay(&self.image, &dir.join("disk.qcow2"))?;
-        let facts = fabric::host_facts(h);
-        let user_data = seed::user_data(&[
+        let facts = fabric::host_facts(h) + &b.host_facts_extra;
+        let mut files = vec![
             seed::SeedFile {
                 path: "/etc/underlay/host.toml",
                 mode: "0644",
@@ -446,7 +455,13 @@ impl VmLab {
                 mode: "0644",
                 content: &b.profile,
             },
-        ]);
+        ];
+        files.extend(b.files.iter().map(|(path, mode, content)| seed::SeedFile {
+            path,
+            mode,
+            content,
+        }));
+        let user_data = seed::user_data(&files);
         let instance = format!("{}-{}", h.name, std::process::id());
         let seed = seed::write(&dir, &seed::meta_data(&instance, &h.name), &user_data)?;
         let mut cmdline = b.cmdline.clone();

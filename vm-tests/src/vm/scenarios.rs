@@ -88,6 +88,18 @@ pub const SCENARIOS: &[Scenario] = &[
         f: super::pxe::pxe_boot,
     },
     Scenario {
+        name: "watch",
+        what: "the packaged underlay-watch.service repairs `ip addr flush dev lo` (journal line, latency), keeps foreign addresses on lo, then stays idle",
+        hosts: 1,
+        f: super::watch::watch,
+    },
+    Scenario {
+        name: "boot-join",
+        what: "host facts with [join] and a 0600 token file from the seed: underlay-join.service runs kubeadm-standin once, after READY, node-ip = service IP, token in no journal or JSON; not again after a reboot",
+        hosts: 1,
+        f: super::join::boot_join,
+    },
+    Scenario {
         name: "boot-timings",
         what: "QEMU -> kernel -> systemd -> converged -> READY -> multi-user, against the same image with underlay's units masked",
         hosts: 2,
@@ -173,7 +185,7 @@ pub(super) fn guest_out(lab: &VmLab, vm: &str, script: &str) -> Result<String> {
     Ok(guest(lab, vm, script)?.output.trim().to_string())
 }
 
-fn nexthops(lab: &VmLab, vm: &str) -> Result<usize> {
+pub(super) fn nexthops(lab: &VmLab, vm: &str) -> Result<usize> {
     let out = guest_out(lab, vm, "ip -j route show table 1001")?;
     let v: serde_json::Value = if out.is_empty() {
         serde_json::json!([])
@@ -286,7 +298,7 @@ pub(super) fn check_converged(o: &mut Outcome, lab: &VmLab, vm: &str, what: &str
     check_reachable(o, lab, vm, what)
 }
 
-fn boot_one(lab: &mut VmLab, vm: &str, b: &Boot) -> Result<()> {
+pub(super) fn boot_one(lab: &mut VmLab, vm: &str, b: &Boot) -> Result<()> {
     let h = lab.host(vm)?;
     lab.boot(&h, b)?;
     Ok(())
@@ -448,8 +460,13 @@ fn reboot(lab: &mut VmLab, _: &Options) -> Result<Outcome> {
     o.check(
         apply.code == 0 && doc["changed"] == serde_json::Value::Bool(false),
         format!(
-            "a later `underlay apply` changes nothing: exit {}, changed={}",
-            apply.code, doc["changed"]
+            "a later `underlay apply` changes nothing: exit {}, changed={}{}",
+            apply.code,
+            doc["changed"],
+            doc["failure"]["message"]
+                .as_str()
+                .map(|m| format!(", failure: {m}"))
+                .unwrap_or_default()
         ),
     );
     Ok(o)
@@ -844,7 +861,9 @@ fn ipip_mark_leak(lab: &mut VmLab, _: &Options) -> Result<Outcome> {
         ),
     );
 
-    // Guard on: the profile changes, `underlay apply` adds the guard table.
+    // Guard on: the profile changes, `underlay apply` adds the guard table
+    // (the watcher stopped first: it would apply the new profile itself).
+    guest(lab, "h1", "systemctl stop underlay-watch.service")?;
     let on = ipip_profile(true);
     let r = guest(
         lab,
@@ -899,7 +918,13 @@ fn scratch_root(lab: &mut VmLab, _: &Options) -> Result<Outcome> {
     boot_one(lab, "h1", &Boot::converge(FLAT_PROFILE))?;
     lab.wait_ready("h1", BOOT_TIMEOUT)?;
     let show = "systemctl show -p ActiveState,InvocationID --value bird.service | paste -sd' '";
-    guest(lab, "h1", "systemctl stop bird.service")?;
+    // The watcher would start BIRD again (its routes leave the host table):
+    // this scenario is about what one `apply` does.
+    guest(
+        lab,
+        "h1",
+        "systemctl stop underlay-watch.service && systemctl stop bird.service",
+    )?;
     let before = guest_out(lab, "h1", show)?;
     let r = guest(
         lab,
@@ -951,6 +976,7 @@ fn boot_timings(lab: &mut VmLab, opts: &Options) -> Result<Outcome> {
     // Two VMs boot side by side on two cores; the second round swaps which
     // one has the agent's units, so neither the slot nor the order favours one.
     let mut rows: Vec<BootTiming> = vec![];
+    let mut chains = vec![];
     for (round, agent_vm) in [(1, "h1"), (2, "h2")] {
         for vm in ["h1", "h2"] {
             if let Ok(v) = lab.vm(vm) {
@@ -972,12 +998,22 @@ fn boot_timings(lab: &mut VmLab, opts: &Options) -> Result<Outcome> {
         for vm in ["h1", "h2"] {
             let mut t = timing::collect(lab.vm(vm)?, Some(vm == agent_vm))?;
             t.vm = format!("{vm}#{round}");
+            chains.push((t.vm.clone(), t.agent, timing::critical_chain(lab.vm(vm)?)?));
             rows.push(t);
         }
     }
     let table = timing::table(&rows);
     for l in table.lines() {
         o.info(l.to_string());
+    }
+    for (vm, agent, chain) in &chains {
+        o.info(format!(
+            "{vm} ({}): systemd-analyze critical-chain multi-user.target",
+            if *agent { "agent" } else { "baseline" }
+        ));
+        for l in chain.lines() {
+            o.info(format!("  {l}"));
+        }
     }
     o.check(
         rows.iter()

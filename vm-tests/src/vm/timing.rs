@@ -2,7 +2,8 @@
 //! started: kernel (the guest's CLOCK_MONOTONIC zero, placed on the host's
 //! clock by one control-channel round trip), systemd (userspace start),
 //! cloud-init.service, underlay.service (converged), bird.service,
-//! underlay-gates.service (READY=1), multi-user.target. The unit times are
+//! underlay-gates.service (READY=1), multi-user.target, underlay-join.service
+//! (when it ran kubeadm). The unit times are
 //! systemd's own ActiveEnterTimestampMonotonic.
 
 use std::fmt::Write as _;
@@ -26,7 +27,8 @@ pub struct BootTiming {
     pub bird_s: Option<f64>,
     pub ready_s: Option<f64>,
     pub multi_user_s: Option<f64>,
-    /// The gated kubeadm join (stand-in): not in this build (join issue).
+    /// underlay-join.service done, when it ran kubeadm (the stand-in) in
+    /// this boot; `None` on a host without `[join]` or already joined.
     pub join_s: Option<f64>,
     /// Half the control-channel round trip: the uncertainty of kernel_s.
     pub clock_error_s: f64,
@@ -62,9 +64,10 @@ pub fn collect(vm: &VmRecord, agent: Option<bool>) -> Result<BootTiming> {
     let kernel_s = kernel_unix - vm.started_unix;
     let r = c.run(
         "echo userspace=$(systemctl show -p UserspaceTimestampMonotonic --value)
-         for u in cloud-init.service underlay.service bird.service underlay-gates.service multi-user.target; do
+         for u in cloud-init.service underlay.service bird.service underlay-gates.service multi-user.target underlay-join.service; do
            echo \"$u=$(systemctl show -p ActiveEnterTimestampMonotonic --value $u)\"
-         done",
+         done
+         echo joined=$(journalctl -b -u underlay-join.service -o cat --no-pager | grep -c 'joined the cluster')",
         Duration::from_secs(30),
     )?;
     let t = &r.output;
@@ -81,9 +84,25 @@ pub fn collect(vm: &VmRecord, agent: Option<bool>) -> Result<BootTiming> {
         bird_s: at("bird.service="),
         ready_s: at("underlay-gates.service="),
         multi_user_s: at("multi-user.target="),
-        join_s: None,
+        join_s: at("underlay-join.service=").filter(|_| mono(t, "joined=").is_some()),
         clock_error_s: half,
     })
+}
+
+/// What multi-user.target waited for in `vm`'s current boot, and the boot
+/// unit's journal (when it ran)
+/// (`systemd-analyze critical-chain`: the time after `@` is when a unit became
+/// active, after `+` how long it took to start; guest clock).
+pub fn critical_chain(vm: &VmRecord) -> Result<String> {
+    let r = vm.ctl().run(
+        "systemd-analyze critical-chain --no-pager multi-user.target 2>&1 | sed -n '3,$p'
+         if [ -n \"$(systemctl show -p ExecMainStartTimestampMonotonic --value underlay.service | grep -v '^0$')\" ]; then
+           echo '--- journalctl -b -u underlay.service -o short-monotonic'
+           journalctl -b -u underlay.service -o short-monotonic --no-pager | tail -25
+         fi",
+        Duration::from_secs(60),
+    )?;
+    Ok(r.output.trim_end().to_string())
 }
 
 fn f(v: Option<f64>) -> String {

@@ -215,11 +215,17 @@ impl JoinHost for LinuxSystem {
             });
         }
         let e = self.rt.block_on(units::enable_and_start(unit))?;
-        let note = match (e.enabled_now, e.started_now) {
-            (false, false) => format!("enabled and {} already", e.active_state),
-            (true, false) => format!("enabled now; {} already", e.active_state),
-            (false, true) => "enabled already; started now".to_string(),
-            (true, true) => "enabled and started now".to_string(),
+        let enabled = if e.enabled_now {
+            "enabled now"
+        } else {
+            "enabled already"
+        };
+        let note = match (&e.queued_behind, e.started_now) {
+            (Some(own), _) => format!(
+                "{enabled}; start queued: it is ordered after {own}, systemd starts it once that unit has started"
+            ),
+            (None, false) => format!("{enabled}; {} already", e.active_state),
+            (None, true) => format!("{enabled}; started now"),
         };
         Ok(UnitReport {
             unit: unit.to_string(),

@@ -376,6 +376,10 @@ impl System for LinuxSystem {
         Ok(())
     }
 
+    fn unlock(&mut self) {
+        self.lock = None;
+    }
+
     fn preflight(&mut self, op: &Op) -> Result<(), SystemError> {
         match op {
             Op::WriteBirdConfig {

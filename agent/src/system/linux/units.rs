@@ -48,23 +48,56 @@ pub async fn observe(unit: &str) -> Result<ObservedUnit, SystemError> {
     let u = unit_proxy(&conn, path).await?;
     let active_state = u.active_state().await.map_err(dbus("ActiveState"))?;
     let (job, _) = u.job().await.map_err(dbus("Job"))?;
-    let mut ordered_after_caller = None;
-    // A process outside any service (a login session's scope) gets its
-    // scope here, which is never "activating".
-    if let Ok(own) = manager.get_unit_by_pid(std::process::id()).await {
-        let own = unit_proxy(&conn, own).await?;
-        let own_id = own.id().await.map_err(dbus("Id"))?;
-        let own_state = own.active_state().await.map_err(dbus("ActiveState"))?;
-        let after = u.after().await.map_err(dbus("After"))?;
-        if own_state == "activating" && after.contains(&own_id) {
-            ordered_after_caller = Some(own_id);
-        }
-    }
+    let ordered_after_caller = ordered_after_caller(&conn, &manager, &u).await?;
     Ok(ObservedUnit {
         active_state,
         queued_job: (job != 0).then_some(job),
         ordered_after_caller,
     })
+}
+
+/// The unit this process runs in, when it is still starting and `u` is
+/// ordered after it: a start job for `u` waits for this very process.
+async fn ordered_after_caller(
+    conn: &zbus::Connection,
+    manager: &ManagerProxy<'_>,
+    u: &UnitProxy<'_>,
+) -> Result<Option<String>, SystemError> {
+    // A process outside any service (a login session's scope) gets its
+    // scope here, which is never "activating".
+    let Ok(own) = manager.get_unit_by_pid(std::process::id()).await else {
+        return Ok(None);
+    };
+    let own = unit_proxy(conn, own).await?;
+    let own_id = own.id().await.map_err(dbus("Id"))?;
+    let own_state = own.active_state().await.map_err(dbus("ActiveState"))?;
+    let after = u.after().await.map_err(dbus("After"))?;
+    Ok((own_state == "activating" && after.contains(&own_id)).then_some(own_id))
+}
+
+/// How to start a unit that should run, from its state and whether it is
+/// ordered after the (still starting) unit this process runs in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartAction {
+    /// Active already (or on its way).
+    Nothing,
+    /// Start it and wait for the job's result.
+    StartAndWait,
+    /// Queue the start job and return: waiting for it here would wait for
+    /// ourselves (the job runs when the caller's unit has started).
+    Queue { behind: String },
+}
+
+pub fn start_action(active_state: &str, ordered_after_caller: Option<&str>) -> StartAction {
+    if matches!(active_state, "active" | "activating" | "reloading") {
+        return StartAction::Nothing;
+    }
+    match ordered_after_caller {
+        Some(own) => StartAction::Queue {
+            behind: own.to_string(),
+        },
+        None => StartAction::StartAndWait,
+    }
 }
 
 /// Starts `unit`; with `wait`, until systemd reports its job's result.
@@ -108,11 +141,16 @@ pub struct Ensured {
     pub enabled_now: bool,
     pub started_now: bool,
     pub active_state: String,
+    /// The start was queued, not awaited: the unit is ordered after this
+    /// one (the boot's underlay-join.service is Before=kubelet.service).
+    pub queued_behind: Option<String>,
 }
 
 /// Enables `unit` (when its unit file is not enabled yet) and starts it when
 /// it is not active: for the kubelet after a join, which kubeadm restarts but
-/// does not enable.
+/// does not enable. From inside a unit the target is ordered after (the
+/// boot's join unit, `Before=kubelet.service`) the start job is queued and
+/// left to systemd: awaiting it would deadlock until our unit's timeout.
 pub async fn enable_and_start(unit: &str) -> Result<Ensured, SystemError> {
     let conn = zbus::Connection::system()
         .await
@@ -147,15 +185,46 @@ pub async fn enable_and_start(unit: &str) -> Result<Ensured, SystemError> {
         .await
         .map_err(dbus("unit proxy"))?;
     let active_state = u.active_state().await.map_err(dbus("ActiveState"))?;
-    let started_now = if matches!(active_state.as_str(), "active" | "activating" | "reloading") {
-        false
-    } else {
-        start(unit, true).await?;
-        true
+    let behind = ordered_after_caller(&conn, &manager, &u).await?;
+    let (started_now, queued_behind) = match start_action(&active_state, behind.as_deref()) {
+        StartAction::Nothing => (false, None),
+        StartAction::StartAndWait => {
+            start(unit, true).await?;
+            (true, None)
+        }
+        StartAction::Queue { behind } => {
+            start(unit, false).await?;
+            (true, Some(behind))
+        }
     };
     Ok(Ensured {
         enabled_now,
         started_now,
         active_state,
+        queued_behind,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_unit_ordered_after_the_caller_is_queued_never_awaited() {
+        // The boot's join unit starting the kubelet (Before=kubelet.service):
+        // waiting for that job would wait for the join unit itself.
+        assert_eq!(
+            start_action("inactive", Some("underlay-join.service")),
+            StartAction::Queue {
+                behind: "underlay-join.service".into()
+            }
+        );
+        assert_eq!(start_action("failed", None), StartAction::StartAndWait);
+        for running in ["active", "activating", "reloading"] {
+            assert_eq!(
+                start_action(running, Some("underlay-join.service")),
+                StartAction::Nothing
+            );
+        }
+    }
 }
