@@ -11,13 +11,11 @@
 //! kubelet started after the join; the token is in no journal field and no
 //! JSON document; after a reboot the stand-in is not invoked again.
 
-use std::time::{Duration, Instant};
-
 use anyhow::Result;
 
 use super::scenarios::{
-    boot_id, boot_one, check_converged, guest, guest_out, journal_mono, wait_until, Options,
-    BOOT_TIMEOUT, FLAT_PROFILE, UNIT_STARTED, UNIT_STARTING,
+    boot_one, check_converged, guest, guest_out, journal_mono, reboot_vm, Options, BOOT_TIMEOUT,
+    FLAT_PROFILE, UNIT_STARTED, UNIT_STARTING,
 };
 use super::timing;
 use super::{Boot, VmLab};
@@ -247,23 +245,7 @@ pub fn boot_join(lab: &mut VmLab, _: &Options) -> Result<Outcome> {
     let state_file = guest_out(lab, "h1", "cat /var/lib/underlay/state.json")?;
 
     // A reboot: joined, so never again.
-    let first = boot_id(lab, "h1")?;
-    guest(
-        lab,
-        "h1",
-        "systemd-run --quiet --on-active=1 systemctl reboot",
-    )?;
-    let t0 = Instant::now();
-    let rebooted = wait_until(BOOT_TIMEOUT, Duration::from_secs(1), || {
-        boot_id(lab, "h1").is_ok_and(|b| !b.is_empty() && b != first)
-    });
-    o.check(
-        rebooted.is_some(),
-        format!(
-            "rebooted (boot id changed after {:.0} s)",
-            t0.elapsed().as_secs_f64()
-        ),
-    );
+    reboot_vm(&mut o, lab, "h1", "rebooted")?;
     lab.wait_booted("h1", BOOT_TIMEOUT)?;
     lab.wait_ready("h1", BOOT_TIMEOUT)?;
     let unit = join_unit(lab)?;

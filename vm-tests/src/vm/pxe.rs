@@ -36,7 +36,7 @@ use sha2::{Digest, Sha256};
 
 use super::qemu::{self, VmSpec};
 use super::scenarios::{
-    boot_id, check_converged, guest, guest_out, wait_until, Options, BOOT_TIMEOUT, FLAT_PROFILE,
+    check_converged, guest, guest_out, reboot_vm, wait_until, Options, BOOT_TIMEOUT, FLAT_PROFILE,
 };
 use super::{fabric, image, seed, VmLab};
 use crate::cmd;
@@ -655,23 +655,7 @@ fn steps(lab: &mut VmLab, o: &mut Outcome) -> Result<()> {
 
     // 3. Reboot with the provisioning server down: from the cache.
     prov.stop_https();
-    let first = boot_id(lab, "h1")?;
-    guest(
-        lab,
-        "h1",
-        "systemd-run --quiet --on-active=1 systemctl reboot",
-    )?;
-    let t0 = Instant::now();
-    let changed = wait_until(BOOT_TIMEOUT, Duration::from_secs(1), || {
-        boot_id(lab, "h1").is_ok_and(|b| !b.is_empty() && b != first)
-    });
-    o.check(
-        changed.is_some(),
-        format!(
-            "HTTPS server stopped, the VM rebooted (boot id changed after {:.0} s)",
-            t0.elapsed().as_secs_f64()
-        ),
-    );
+    let t0 = reboot_vm(o, lab, "h1", "HTTPS server stopped, the VM rebooted")?;
     lab.wait_ready("h1", BOOT_TIMEOUT)?;
     o.info(format!(
         "back to READY {:.0} s after `systemctl reboot`",

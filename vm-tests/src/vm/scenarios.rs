@@ -405,29 +405,36 @@ pub(super) fn boot_id(lab: &VmLab, vm: &str) -> Result<String> {
     guest_out(lab, vm, "cat /proc/sys/kernel/random/boot_id")
 }
 
+/// `systemctl reboot` in `vm`, then waits for a new boot id; checks that
+/// it changed (`what` names the check) and returns when the reboot began.
+pub(super) fn reboot_vm(o: &mut Outcome, lab: &VmLab, vm: &str, what: &str) -> Result<Instant> {
+    let first = boot_id(lab, vm)?;
+    // Returns before systemd starts the reboot, so the reply gets out.
+    guest(
+        lab,
+        vm,
+        "systemd-run --quiet --on-active=1 systemctl reboot",
+    )?;
+    let t0 = Instant::now();
+    let changed = wait_until(BOOT_TIMEOUT, Duration::from_secs(1), || {
+        boot_id(lab, vm).is_ok_and(|b| !b.is_empty() && b != first)
+    });
+    o.check(
+        changed.is_some(),
+        format!(
+            "{what} (boot id changed after {:.0} s)",
+            t0.elapsed().as_secs_f64()
+        ),
+    );
+    Ok(t0)
+}
+
 fn reboot(lab: &mut VmLab, _: &Options) -> Result<Outcome> {
     let mut o = Outcome::new();
     boot_one(lab, "h1", &Boot::converge(FLAT_PROFILE))?;
     lab.wait_ready("h1", BOOT_TIMEOUT)?;
     check_converged(&mut o, lab, "h1", "first boot")?;
-    let first = boot_id(lab, "h1")?;
-    // Returns before systemd starts the reboot, so the reply gets out.
-    guest(
-        lab,
-        "h1",
-        "systemd-run --quiet --on-active=1 systemctl reboot",
-    )?;
-    let t0 = Instant::now();
-    let changed = wait_until(BOOT_TIMEOUT, Duration::from_secs(1), || {
-        boot_id(lab, "h1").is_ok_and(|b| !b.is_empty() && b != first)
-    });
-    o.check(
-        changed.is_some(),
-        format!(
-            "the VM rebooted (boot id changed after {:.0} s)",
-            t0.elapsed().as_secs_f64()
-        ),
-    );
+    let t0 = reboot_vm(&mut o, lab, "h1", "the VM rebooted")?;
     lab.wait_ready("h1", BOOT_TIMEOUT)?;
     o.info(format!(
         "back to READY {:.0} s after `systemctl reboot`",
