@@ -2,7 +2,11 @@
 //! path, line and column, what was found and what is expected, and nothing
 //! secret is ever echoed.
 
-use underlay::profile::{load_str, Problem, ProfileError};
+mod profile_fixtures;
+
+use underlay::profile::{load_str, Problem};
+
+use profile_fixtures::{edit, line_of, problems};
 
 const ROLE: &str = r#"version = 1
 [routing]
@@ -42,26 +46,6 @@ token_file = "/etc/underlay/secrets/join-token"
 
 const HASH: &str =
     "ca_cert_hashes = [\"sha256:6f1c4ea5a0f2c2e5b8f9d1d2c3b4a59687766554433221100ffeeddccbbaa998\"]\n";
-
-fn problems(role: &str, host: &str) -> Vec<Problem> {
-    match load_str("role.toml", role, "host.toml", host) {
-        Ok(_) => panic!("expected a validation error"),
-        Err(ProfileError::Invalid(p)) => p,
-        Err(e) => panic!("unexpected error {e}"),
-    }
-}
-
-fn edit(text: &str, from: &str, to: &str) -> String {
-    assert!(text.contains(from), "fixture lacks {from:?}");
-    text.replacen(from, to, 1)
-}
-
-fn line_of(text: &str, needle: &str) -> usize {
-    text.lines()
-        .position(|l| l.contains(needle))
-        .expect("needle in text")
-        + 1
-}
 
 /// Exactly one problem, in `file` at `key`, on the line holding `needle`,
 /// whose message has every fragment.

@@ -4,7 +4,11 @@
 //! edit of a valid pair of files and must yield exactly that one problem.
 
 use underlay::desired::BirdLog;
-use underlay::profile::{load_str, Problem, ProfileError};
+mod profile_fixtures;
+
+use underlay::profile::load_str;
+
+use profile_fixtures::{edit, problems};
 
 const ROLE: &str = r#"version = 1
 
@@ -46,19 +50,6 @@ nic = { name = "eth1" }
 ipv4 = { address = "172.30.1.1/31", peer = "172.30.1.0" }
 peer_asn = 65002
 "#;
-
-fn edit(text: &str, from: &str, to: &str) -> String {
-    assert!(text.contains(from), "fixture lacks {from:?}");
-    text.replacen(from, to, 1)
-}
-
-fn problems(role: &str, host: &str) -> Vec<Problem> {
-    match load_str("role.toml", role, "host.toml", host) {
-        Ok(_) => panic!("expected a validation error\n{role}\n{host}"),
-        Err(ProfileError::Invalid(p)) => p,
-        Err(e) => panic!("unexpected error {e}"),
-    }
-}
 
 /// Exactly one problem, in `file` at `key`, on the line holding `needle`,
 /// whose message has every fragment.

@@ -1,7 +1,11 @@
 //! Every validation error the profile loader promises: each names the file,
 //! the key path, line and column, what was found and what is expected.
 
-use underlay::profile::{load_str, Problem, ProfileError};
+mod profile_fixtures;
+
+use underlay::profile::{load_str, Problem};
+
+use profile_fixtures::{edit, line_of, problems};
 
 const ROLE: &str = r#"version = 1
 
@@ -51,27 +55,6 @@ nic = { mac = "52:54:00:00:00:02" }
 ipv4 = { address = "172.30.1.1/31", peer = "172.30.1.0" }
 peer_asn = 65002
 "#;
-
-fn problems(role: &str, host: &str) -> Vec<Problem> {
-    match load_str("role.toml", role, "host.toml", host) {
-        Ok(_) => panic!("expected a validation error"),
-        Err(ProfileError::Invalid(p)) => p,
-        Err(e) => panic!("unexpected error {e}"),
-    }
-}
-
-/// Replaces the first occurrence of `from` and checks it was there.
-fn edit(text: &str, from: &str, to: &str) -> String {
-    assert!(text.contains(from), "fixture lacks {from:?}");
-    text.replacen(from, to, 1)
-}
-
-fn line_of(text: &str, needle: &str) -> usize {
-    text.lines()
-        .position(|l| l.contains(needle))
-        .expect("needle in text")
-        + 1
-}
 
 /// Asserts exactly one problem, in `file` at `key`, on the line holding
 /// `line_needle`, whose message contains every fragment.
