@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{host_facts, Lab, PROFILE_SYSCTLS, ROLE};
+use common::{host_facts, Lab, JOIN_ROLE, JOIN_SECRET, JOIN_TOKEN, PROFILE_SYSCTLS, ROLE, STANDIN};
 use serde_json::Value;
 
 const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
@@ -348,29 +348,6 @@ fn module_documentation_parses() {
     }
     assert!(!m["examples"].as_str().unwrap_or_default().is_empty());
 }
-
-const STANDIN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../vm-tests/kubeadm-standin");
-const JOIN_TOKEN: &str = "jt0k3n.s3cr3tv4lu3xyz12";
-const JOIN_SECRET: &str = "s3cr3tv4lu3xyz12";
-
-/// A role without [bgp] (so the gate is `uplinks-up`) that joins.
-const JOIN_ROLE: &str = r#"version = 1
-[routing]
-[[routing.tables]]
-name = "underlay-host"
-id = 1001
-[[routing.rules]]
-priority = 30000
-table = "main"
-suppress_prefixlength = 0
-[[routing.rules]]
-priority = 30001
-table = "underlay-host"
-[pods]
-cidrs = ["10.244.0.0/16"]
-[join]
-cri_socket = "unix:///run/containerd/containerd.sock"
-"#;
 
 /// `join: true` with `join_token`: the module puts the token where the host
 /// facts' token_file points (0600), the agent joins once through

@@ -10,31 +10,10 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use common::{host_facts, schema_check, Lab};
+use common::{host_facts, schema_check, Lab, JOIN_ROLE, JOIN_SECRET, JOIN_TOKEN, STANDIN};
 use serde_json::Value;
 
-const STANDIN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../vm-tests/kubeadm-standin");
-const TOKEN: &str = "jt0k3n.s3cr3tv4lu3xyz12";
-const SECRET: &str = "s3cr3tv4lu3xyz12";
 const TOKEN_FILE: &str = "etc/underlay/secrets/join-token";
-
-const ROLE: &str = r#"version = 1
-[routing]
-[[routing.tables]]
-name = "underlay-host"
-id = 1001
-[[routing.rules]]
-priority = 30000
-table = "main"
-suppress_prefixlength = 0
-[[routing.rules]]
-priority = 30001
-table = "underlay-host"
-[pods]
-cidrs = ["10.244.0.0/16"]
-[join]
-cri_socket = "unix:///run/containerd/containerd.sock"
-"#;
 
 fn join_facts(extra: &str) -> String {
     format!(
@@ -61,7 +40,7 @@ impl Streams {
         assert!(!self.0.is_empty());
         for (what, text) in &self.0 {
             assert!(
-                !text.contains(TOKEN) && !text.contains(SECRET),
+                !text.contains(JOIN_TOKEN) && !text.contains(JOIN_SECRET),
                 "the token appears in {what}:\n{text}"
             );
         }
@@ -79,12 +58,12 @@ struct JoinLab {
 impl JoinLab {
     fn new(facts_extra: &str) -> JoinLab {
         let lab = Lab::new();
-        let role = lab.write_host("role.toml", ROLE);
+        let role = lab.write_host("role.toml", JOIN_ROLE);
         let host = lab.write_host("host.toml", &join_facts(facts_extra));
         let records = lab.root().join("standin");
         let token = lab.root().join(TOKEN_FILE);
         std::fs::create_dir_all(token.parent().unwrap()).unwrap();
-        std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+        std::fs::write(&token, format!("{JOIN_TOKEN}\n")).unwrap();
         std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
         JoinLab {
             lab,
@@ -226,7 +205,7 @@ fn a_failing_gate_never_runs_kubeadm_then_once_then_never_again() {
         "{config}"
     );
     assert!(
-        config.contains(&format!("token: \"{TOKEN}\"")),
+        config.contains(&format!("token: \"{JOIN_TOKEN}\"")),
         "kubeadm got the token"
     );
     assert!(
@@ -397,12 +376,12 @@ fn render_join_redacts_the_token_unless_asked() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("token: \"<redacted>\""), "{text}");
-    assert!(!text.contains(SECRET));
+    assert!(!text.contains(JOIN_SECRET));
     let out = l
         .lab
         .underlay_raw(&["render", "join", "--show-secrets"], &l.role, &l.host);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains(&format!("token: \"{TOKEN}\"")), "{text}");
+    assert!(text.contains(&format!("token: \"{JOIN_TOKEN}\"")), "{text}");
 }
 
 #[test]

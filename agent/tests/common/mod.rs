@@ -174,3 +174,29 @@ pub const PROFILE_SYSCTLS: &[&str] = &[
     "net.ipv4.conf.eth0.rp_filter",
     "net.ipv4.conf.eth1.rp_filter",
 ];
+
+/// The kubeadm stand-in (vm-tests/kubeadm-standin): records its argv and
+/// config and writes kubelet.conf below KUBEADM_STANDIN_ROOT, as kubeadm would.
+pub const STANDIN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../vm-tests/kubeadm-standin");
+/// A bootstrap token of the join tests, and its secret half (never to be seen).
+pub const JOIN_TOKEN: &str = "jt0k3n.s3cr3tv4lu3xyz12";
+pub const JOIN_SECRET: &str = "s3cr3tv4lu3xyz12";
+
+/// A role without [bgp] (so the gate is `uplinks-up`) that joins.
+pub const JOIN_ROLE: &str = r#"version = 1
+[routing]
+[[routing.tables]]
+name = "underlay-host"
+id = 1001
+[[routing.rules]]
+priority = 30000
+table = "main"
+suppress_prefixlength = 0
+[[routing.rules]]
+priority = 30001
+table = "underlay-host"
+[pods]
+cidrs = ["10.244.0.0/16"]
+[join]
+cri_socket = "unix:///run/containerd/containerd.sock"
+"#;
